@@ -1,0 +1,1 @@
+"""vinci: teach vision-language models to write the code behind an image (VinciCoder)."""
