@@ -1,0 +1,178 @@
+"""Load a vision-language model and its processor, then wrap it with LoRA or QLoRA.
+
+One path for every model: `AutoModelForImageTextToText` + `AutoProcessor` on a hub id or a local
+directory (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM/Idefics3, and the embedded tiny model, which
+is just a local directory). The result is always a `peft.PeftModel`, so the adapter saves in
+standard PEFT format and `PeftModel.from_pretrained` reloads it with no vinci code.
+
+Variants are settings, not code paths: QLoRA is LoRA plus `Quantization(load_in_4bit=True)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# Submodules that hold the vision encoder and its projector, by the names transformers uses.
+VISION_PARTS = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "connector", "merger")
+
+
+@dataclass
+class Lora:
+    """LoRA settings (peft.LoraConfig)."""
+
+    r: int = 16  # rank: higher = more capacity, more memory
+    alpha: int = 32  # scale is alpha / r
+    dropout: float = 0.05  # dropout on the LoRA input
+    target_modules: Union[str, list[str]] = "all-linear"  # "all-linear" = every linear layer of the language model
+    vision: Literal["frozen", "lora"] = "frozen"  # also put LoRA on the vision tower's linear layers
+
+
+@dataclass
+class Quantization:
+    """bitsandbytes 4-bit loading of the base model (QLoRA)."""
+
+    load_in_4bit: bool = False  # true = QLoRA: base weights in 4 bit, LoRA in compute dtype
+    quant_type: Literal["nf4", "fp4"] = "nf4"  # NF4 is the QLoRA paper's data type
+    double_quant: bool = True  # quantise the quantisation constants too (~0.4 bit/param saved)
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"  # matmul dtype of 4-bit layers
+
+
+@dataclass
+class Backbone:
+    """Which model to load and how to adapt it."""
+
+    model: str = "artifacts/tiny-vlm"  # hub id or local directory
+    embedded: bool = False  # build the embedded tiny VLM at `model` first when the directory is missing
+    adapter: Optional[str] = None  # start from this PEFT adapter directory (e.g. the SFT adapter)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    attn_implementation: Optional[str] = "sdpa"  # sdpa | eager | flash_attention_2; None = model default
+    gradient_checkpointing: bool = False  # recompute activations: less memory, ~30% slower
+    lora: Lora = field(default_factory=Lora)
+    quantization: Quantization = field(default_factory=Quantization)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return getattr(torch, name)
+
+
+def _named_part(model: nn.Module, names: tuple[str, ...]) -> list[str]:
+    """Qualified names of the submodules whose last name component is one of `names`."""
+    found = []
+    for name, _ in model.named_modules():
+        if name.rsplit(".", 1)[-1] in names and not any(name.startswith(f + ".") for f in found):
+            found.append(name)
+    return found
+
+
+def lora_target_regex(model: nn.Module, include_vision: bool) -> str:
+    """A peft target regex for every linear layer of the language model (and the vision tower).
+
+    Compact on purpose (it is written into adapter_config.json): the leaf names of the chosen
+    linear layers, with the vision submodules excluded by a negative look-ahead unless wanted.
+    The output head is never adapted. Plain and bitsandbytes 4-bit layers are both nn.Linear.
+    """
+    vision = _named_part(model, VISION_PARTS)
+    leaves = set()
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or name.endswith("lm_head"):
+            continue
+        if not include_vision and any(name.startswith(v + ".") for v in vision):
+            continue
+        leaves.add(name.rsplit(".", 1)[-1])
+    if not leaves:
+        raise ValueError("found no linear layers to put LoRA on")
+    pattern = r".*\.(" + "|".join(sorted(map(re.escape, leaves))) + r")$"
+    if vision and not include_vision:
+        pattern = r"^(?!(" + "|".join(map(re.escape, vision)) + r")\.)" + pattern
+    return pattern
+
+
+def ensure_model(settings: Backbone) -> None:
+    """Build the embedded tiny model when asked to and missing. No network either way."""
+    if settings.embedded and not (Path(settings.model) / "config.json").is_file():
+        from vinci.tiny import build_tiny_vlm
+
+        build_tiny_vlm(settings.model)
+
+
+def load_processor(model: str):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model)
+    processor.tokenizer.padding_side = "left"  # generation needs left padding; SFT masks pads anyway
+    return processor
+
+
+def load_backbone(settings: Backbone, device_map=None):
+    """Return (peft model, processor) ready for training: only LoRA parameters require grad."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    ensure_model(settings)
+    dtype = resolve_dtype(settings.dtype)
+    kwargs = dict(dtype=dtype)
+    if settings.attn_implementation:
+        kwargs["attn_implementation"] = settings.attn_implementation
+    quant = settings.quantization
+    if quant.load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=quant.quant_type,
+            bnb_4bit_use_double_quant=quant.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, quant.compute_dtype),
+        )
+        kwargs["device_map"] = device_map or ({"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"})
+    elif device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(settings.model, **kwargs)
+    except OSError as err:
+        raise OSError(
+            f"could not load model {settings.model!r}: give a local model directory, a hub id "
+            f"already in the local cache, or set `embedded: true` for the tiny default ({err})"
+        ) from err
+    processor = load_processor(settings.model)
+
+    if quant.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
+    elif settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if settings.gradient_checkpointing:
+        model.config.use_cache = False
+
+    if settings.adapter:
+        if not (Path(settings.adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"no PEFT adapter at {settings.adapter!r} (adapter_config.json missing)")
+        model = PeftModel.from_pretrained(model, settings.adapter, is_trainable=True)
+    else:
+        lora = settings.lora
+        targets = lora.target_modules
+        if targets == "all-linear":
+            targets = lora_target_regex(model, include_vision=lora.vision == "lora")
+        config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none")
+        model = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("loaded %s: %d trainable of %d parameters", settings.model, trainable, total)
+    return model, processor
+
+
+def save_adapter(model, processor, out_dir: str | Path) -> Path:
+    """Write the adapter in standard PEFT format, with the processor beside it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -1,0 +1,198 @@
+"""The embedded default: a tiny Qwen2-VL built offline, saved as an ordinary model directory.
+
+Nothing here downloads. The tokenizer is a byte-level BPE trained on the synthetic corpus's
+programs and prompts, the model is `Qwen2VLForConditionalGeneration` built from its config
+classes with seeded random weights, and both are written with `save_pretrained`. Training then
+loads the directory through `vinci.backbone.load_backbone`, exactly the path a hub model takes.
+
+What it simplifies: the architecture is the real one, only every size is shrunk (2 vision
+blocks, a few decoder layers, a 2k vocabulary), so it learns the synthetic corpus's templates
+but nothing like real-world code.
+
+    python -m vinci.tiny --out artifacts/tiny-vlm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Qwen2-VL's special tokens; the processor and the model config refer to them by name.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# A ChatML template written for this model: the image sits where the content list puts it.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+STAMP = "vinci_tiny.json"  # what was built, so a rebuild with other settings is noticed
+
+
+@dataclass
+class TinySpec:
+    """Sizes of the embedded model. The defaults give about 3M parameters."""
+
+    seed: int = 0  # seeds the weights and the tokenizer's training text
+    vocab_size: int = 2048  # BPE vocabulary trained on the synthetic corpus
+    hidden_size: int = 192  # decoder width (also the vision merger's output width)
+    layers: int = 4  # decoder layers
+    heads: int = 6  # attention heads (head_dim = hidden_size / heads = 32)
+    kv_heads: int = 2  # grouped-query attention
+    intermediate_size: int = 512  # decoder MLP width
+    vision_dim: int = 64  # vision tower width
+    vision_depth: int = 2  # vision blocks
+    texts_per_language: int = 400  # synthetic programs per language for the tokenizer
+    min_pixels: int = 56 * 56  # image processor's pixel range: 4..64 image tokens after merging
+    max_pixels: int = 224 * 224
+
+
+def _training_texts(spec: TinySpec) -> list[str]:
+    """Programs, flawed programs and prompts from the synthetic corpus (no rendering)."""
+    from vinci.data import synth
+    from vinci.tasks import TASKS, fence
+
+    texts = []
+    for language, task in TASKS.items():
+        for program in synth.generate(language, spec.texts_per_language, seed=spec.seed):
+            texts.append(fence(program.code, language))
+            texts.append(task.refine_prompt.format(code=program.flawed_code))
+        texts.append(task.direct_prompt)
+    return texts
+
+
+def _train_tokenizer(texts: list[str], spec: TinySpec):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte stays encodable
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+        padding_side="left",
+    )
+
+
+def _model_config(tokenizer, spec: TinySpec):
+    from transformers import Qwen2VLConfig
+
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    half = spec.hidden_size // spec.heads // 2  # rotary frequencies per head
+    # M-RoPE splits them into (time, height, width) sections in Qwen's 1 : 1.5 : 1.5 proportion.
+    mrope = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+    return Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=spec.hidden_size,
+            intermediate_size=spec.intermediate_size,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            num_key_value_heads=spec.kv_heads,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=spec.vision_depth,
+            embed_dim=spec.vision_dim,
+            hidden_size=spec.hidden_size,
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+
+
+def build_tiny_vlm(out_dir: str | Path, spec: TinySpec | None = None, texts: list[str] | None = None) -> Path:
+    """Build (or reuse) the tiny VLM at `out_dir`; returns the directory.
+
+    A directory already holding a model built from the same spec is reused as it is.
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    spec = spec or TinySpec()
+    out = Path(out_dir)
+    stamp = out / STAMP
+    if stamp.is_file() and json.loads(stamp.read_text()) == asdict(spec) and texts is None:
+        return out
+    log.info("building the embedded tiny VLM in %s", out)
+    tokenizer = _train_tokenizer(texts if texts is not None else _training_texts(spec), spec)
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels),
+        video_processor=Qwen2VLVideoProcessor(),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+    )
+    config = _model_config(tokenizer, spec)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(spec.seed)
+    model = Qwen2VLForConditionalGeneration(config)
+    torch.random.set_rng_state(generator_state)  # building must not disturb the caller's seed
+    model.generation_config = GenerationConfig(
+        eos_token_id=config.text_config.eos_token_id,
+        pad_token_id=config.text_config.pad_token_id,
+        bos_token_id=config.text_config.bos_token_id,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    stamp.write_text(json.dumps(asdict(spec), indent=2))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build the embedded tiny VLM offline.")
+    parser.add_argument("--out", default="artifacts/tiny-vlm", help="model directory to write")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    path = build_tiny_vlm(args.out, TinySpec(seed=args.seed))
+    log.info("tiny VLM ready at %s", path)
+
+
+if __name__ == "__main__":
+    main()
