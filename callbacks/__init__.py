@@ -1,0 +1,1 @@
+"""Lightning callbacks: adapter export, and the ViRL pipeline (rollout, render, reward logging)."""

@@ -1,0 +1,111 @@
+"""Supervised fine-tuning: cross-entropy on the answer tokens only, through LoRA/QLoRA.
+
+The batch's labels already hold -100 on prompt, image and padding tokens (vinci.data.collate),
+so the loss is the model's own shifted cross-entropy averaged over answer tokens. Both kinds
+of VinciCoder SFT rows (direct generation, visual code refinement) are just prompts and
+answers here. Gradient accumulation, clipping and precision are the Trainer's settings.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from vinci.backbone import Backbone
+from vinci.data.collate import SFTBatch
+from vinci.module import BackboneModule
+
+
+class SFTModule(BackboneModule):
+    def __init__(
+        self,
+        backbone: Backbone,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: Optional[LRSchedulerCallable] = None,
+        warmup_ratio: float = 0.05,
+        min_lr_ratio: float = 0.1,
+        show_samples: int = 0,
+        sample_max_new_tokens: int = 256,
+    ):
+        """
+        Args:
+            backbone: model, adapter and LoRA/QLoRA settings.
+            optimizer: optimizer over the trainable (LoRA) parameters.
+            scheduler: learning-rate scheduler; default linear warmup then cosine, per step.
+            warmup_ratio: share of all optimizer steps spent warming up (default schedule).
+            min_lr_ratio: final learning rate as a share of the peak (default schedule).
+            show_samples: after each validation, greedy-decode this many validation prompts and log the text.
+            sample_max_new_tokens: length cap of those samples.
+        """
+        super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio)
+        self.save_hyperparameters()
+        self.show_samples = show_samples
+        self.sample_max_new_tokens = sample_max_new_tokens
+        self._step_started = None
+        self._shown = []
+
+    def _common_step(self, batch: SFTBatch, stage: str) -> torch.Tensor:
+        if not isinstance(batch, SFTBatch):
+            raise TypeError(f"SFTModule needs SFT batches, got {type(batch).__name__}: set data.stage: sft")
+        out = self.model(**batch.inputs, labels=batch.labels)
+        answer_tokens = int((batch.labels[:, 1:] != -100).sum())
+        self.log(f"{stage}/loss", out.loss, prog_bar=True, batch_size=batch.labels.shape[0], sync_dist=stage != "train")
+        if stage == "train":
+            self.log("train/answer_tokens", float(answer_tokens), reduce_fx="sum", on_step=True, on_epoch=False)
+        return out.loss
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._step_started = time.perf_counter()
+
+    def training_step(self, batch: SFTBatch, batch_idx: int) -> torch.Tensor:
+        return self._common_step(batch, "train")
+
+    def on_train_batch_end(self, outputs, batch: SFTBatch, batch_idx: int) -> None:
+        seconds = time.perf_counter() - self._step_started
+        tokens = float(batch.inputs["attention_mask"].sum())
+        self.log("train/tokens_per_s", tokens / max(seconds, 1e-9), on_step=True, on_epoch=False)
+        optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
+        if optimizer is not None:
+            self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def validation_step(self, batch: SFTBatch, batch_idx: int) -> torch.Tensor:
+        loss = self._common_step(batch, "val")
+        if batch_idx == 0 and self.show_samples:
+            self._log_samples(batch)
+        return loss
+
+    def test_step(self, batch: SFTBatch, batch_idx: int) -> torch.Tensor:
+        return self._common_step(batch, "test")
+
+    def _log_samples(self, batch: SFTBatch) -> None:
+        """Greedy-decode the first validation prompts and write prompt/answer text to the logger."""
+        from vinci.generation import sample
+
+        n = min(self.show_samples, batch.labels.shape[0])
+        texts = []
+        for row in range(n):
+            answer_start = int((batch.labels[row] != -100).nonzero()[0])
+            prompt_ids = batch.inputs["input_ids"][row : row + 1, :answer_start]
+            inputs = {"input_ids": prompt_ids, "attention_mask": batch.inputs["attention_mask"][row : row + 1, :answer_start]}
+            inputs.update(self._image_inputs(batch, row))
+            done = sample(self.model, self.processor, inputs, do_sample=False, max_new_tokens=self.sample_max_new_tokens)
+            texts.append(f"**sample {row}**\n\n```\n{done.texts[0]}\n```")
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_text"):
+            experiment.add_text("val/samples", "\n\n".join(texts), self.global_step)
+
+    @staticmethod
+    def _image_inputs(batch: SFTBatch, row: int) -> dict[str, torch.Tensor]:
+        """The pixel inputs of one row of a batch whose images were concatenated patch-wise."""
+        grid = batch.inputs.get("image_grid_thw")  # [B, 3] patches per image = t * h * w
+        if grid is None:
+            return {}
+        sizes = grid.prod(dim=1).tolist()
+        start = sum(sizes[:row])
+        return {
+            "pixel_values": batch.inputs["pixel_values"][start : start + sizes[row]],
+            "image_grid_thw": grid[row : row + 1],
+        }
