@@ -83,18 +83,22 @@ def lora_target_regex(model: nn.Module, include_vision: bool) -> str:
     The output head is never adapted. Plain and bitsandbytes 4-bit layers are both nn.Linear.
     """
     vision = _named_part(model, VISION_PARTS)
-    leaves = set()
+    chosen = set()
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or name.endswith("lm_head"):
             continue
         if not include_vision and any(name.startswith(v + ".") for v in vision):
             continue
-        leaves.add(name.rsplit(".", 1)[-1])
-    if not leaves:
+        chosen.add(name)
+    if not chosen:
         raise ValueError("found no linear layers to put LoRA on")
-    pattern = r".*\.(" + "|".join(sorted(map(re.escape, leaves))) + r")$"
+    leaves = sorted({name.rsplit(".", 1)[-1] for name in chosen})
+    pattern = r".*\.(" + "|".join(map(re.escape, leaves)) + r")$"
     if vision and not include_vision:
         pattern = r"^(?!(" + "|".join(map(re.escape, vision)) + r")\.)" + pattern
+    matched = {name for name, _ in model.named_modules() if re.fullmatch(pattern, name)}
+    if matched != chosen:  # a leaf name is ambiguous (e.g. "0" in a Sequential): list full names
+        pattern = "^(" + "|".join(sorted(map(re.escape, chosen))) + ")$"
     return pattern
 
 

@@ -1,0 +1,65 @@
+"""The command line: every config parses, recipes build with the tiny model, bad keys are named."""
+
+from pathlib import Path
+
+import pytest
+
+from main import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
+SFT = ROOT / "configs" / "sft.yaml"
+
+
+def test_there_are_configs():
+    names = {p.name for p in CONFIGS}
+    assert {"sft.yaml"} <= names and any("recipes" in str(p) for p in CONFIGS)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_config_parses(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # instantiating a Trainer must not write into the repository
+    cli = cli_main(["--config", str(config), "--trainer.accelerator=cpu", "--trainer.logger=false"], run=False)
+    assert cli.model.backbone.model
+    assert cli.datamodule.processor_name == cli.model.backbone.model  # linked once
+
+
+def test_print_config_shows_resolved_keys(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(SFT), "--print_config"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "class_path: vinci.sft.SFTModule" in out and "max_length:" in out
+
+
+def test_unknown_key_is_rejected_by_name(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--config", str(SFT), "--data.bacth_size=4"])
+    assert exit_info.value.code != 0
+    assert "bacth_size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", [p for p in CONFIGS if "recipes" in str(p)], ids=lambda p: p.name)
+def test_recipe_builds_with_the_tiny_model(recipe, tiny_model, tmp_path, monkeypatch):
+    """Each GPU recipe, with only the model (and device) swapped, loads and takes a loss."""
+    import torch
+    from PIL import Image
+
+    from vinci.data.collate import SFTCollator
+    from vinci.data.rows import Example
+
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(recipe), "--trainer.accelerator=cpu", "--trainer.logger=false",
+            f"--model.init_args.backbone.model={tiny_model}"]
+    if "virl" in recipe.name:
+        args.append("--model.init_args.backbone.adapter=null")
+    cli = cli_main(args, run=False)
+    module = cli.model
+    module.configure_model()
+    assert module.backbone.quantization.load_in_4bit
+    example = Example(Image.new("RGB", (64, 64), "white"), "<image>Write the svg code.", "svg", "```svg\n<svg/>\n```", "t:0")
+    batch = SFTCollator(module.processor)([example])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = module.model(**batch.inputs, labels=batch.labels).loss
+    loss.backward()
+    assert any(p.grad is not None for p in module.trainable_parameters())
