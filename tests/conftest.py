@@ -39,3 +39,20 @@ def corpora() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return CORPORA
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The embedded tiny VLM, built once per test session into a temporary directory."""
+    from vinci.tiny import TinySpec, build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm"), TinySpec(texts_per_language=60))
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A small synthetic corpus in charts and SVG (the fast renderers), both schemas, all splits."""
+    from vinci.data.synth import build_corpus
+
+    out = tmp_path_factory.mktemp("synth")
+    return build_corpus(out, seed=0, n_train=6, n_val=2, n_test=2, languages=["python", "svg"], refine_fraction=0.5)

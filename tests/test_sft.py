@@ -1,0 +1,89 @@
+"""SFT end to end through the CLI on the tiny model and a tiny synthetic corpus, and resume."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from main import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sft_config(tmp_path: Path, tiny_model: Path, corpus: Path, max_steps: int, extra_callbacks=()) -> Path:
+    """configs/sft.yaml with every path moved under tmp_path and a small budget."""
+    config = yaml.safe_load((ROOT / "configs" / "sft.yaml").read_text())
+    run = tmp_path / "run"
+    trainer = config["trainer"]
+    trainer.update(max_steps=max_steps, val_check_interval=2, log_every_n_steps=1, default_root_dir=str(run))
+    trainer["logger"]["init_args"]["save_dir"] = str(run)
+    for callback in trainer["callbacks"]:
+        args = callback.get("init_args", {})
+        if "dirpath" in args:
+            args["dirpath"] = str(run / Path(args["dirpath"]).name)
+        if "every_n_train_steps" in args:
+            args["every_n_train_steps"] = 1
+    trainer["callbacks"].extend(extra_callbacks)
+    model = config["model"]["init_args"]
+    model["backbone"].update(model=str(tiny_model), embedded=False)
+    model["show_samples"] = 1
+    model["sample_max_new_tokens"] = 8
+    config["data"].update(synthetic=None, batch_size=2, train=str(corpus / "sft_train.jsonl"), val=str(corpus / "sft_val.jsonl"))
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_fit_trains_and_exports_a_peft_adapter(tmp_path, tiny_model, tiny_corpus):
+    cli = cli_main(["fit", "--config", str(sft_config(tmp_path, tiny_model, tiny_corpus, max_steps=4))])
+    assert cli.trainer.global_step == 4
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/loss"])
+    adapter = tmp_path / "run" / "adapter"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    assert (adapter / "tokenizer.json").is_file()  # the processor travels with the adapter
+    events = list((tmp_path / "run").rglob("events.out.tfevents*"))
+    assert events, "no TensorBoard log written"
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["state_dict"] and all("lora_" in k for k in checkpoint["state_dict"])
+
+
+class Interrupt(L.Callback):
+    """Stops the run like Ctrl-C after a given optimizer step."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.at_step:
+            raise KeyboardInterrupt
+
+
+class RecordStart(L.Callback):
+    def on_train_start(self, trainer, module):
+        optimizer = trainer.optimizers[0]
+        state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+        RecordStart.seen = (trainer.global_step, state["step"].clone(), state["exp_avg"].clone())
+
+
+def test_resume_continues_from_the_same_step_and_optimizer_state(tmp_path, tiny_model, tiny_corpus):
+    interrupt = {"class_path": "tests.test_sft.Interrupt", "init_args": {"at_step": 3}}
+    config = sft_config(tmp_path, tiny_model, tiny_corpus, max_steps=6, extra_callbacks=[interrupt])
+    with pytest.raises(SystemExit):  # Lightning exits after a graceful shutdown on Ctrl-C
+        cli_main(["fit", "--config", str(config)])
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=False)
+    # checkpoints run after other callbacks, so the last one written is the step before the interrupt
+    assert saved["global_step"] == 2
+    saved_state = saved["optimizer_states"][0]["state"][0]
+
+    record = {"class_path": "tests.test_sft.RecordStart"}
+    config = sft_config(tmp_path, tiny_model, tiny_corpus, max_steps=6, extra_callbacks=[record])
+    second = cli_main(["fit", "--config", str(config), "--ckpt_path", "last"])
+    step, optimizer_step, exp_avg = RecordStart.seen
+    assert step == saved["global_step"]
+    assert torch.equal(optimizer_step, saved_state["step"])
+    assert torch.equal(exp_avg, saved_state["exp_avg"])
+    assert second.trainer.global_step == 6

@@ -1,0 +1,124 @@
+"""ViRL through the CLI on the tiny model: one GRPO step, the KL path, resume, config errors."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from callbacks.pipeline import check_pipeline
+from callbacks.render import RenderRollouts
+from callbacks.reward_logger import RewardLogger
+from callbacks.rollout import RolloutSampler
+from main import cli_main
+from tests.test_sft import Interrupt, sft_config  # noqa: F401  (Interrupt is loaded by class_path)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(tmp_path_factory, tiny_model, tiny_corpus) -> Path:
+    """A briefly trained SFT adapter, so sampled answers differ in reward."""
+    tmp = tmp_path_factory.mktemp("sft")
+    config = yaml.safe_load(sft_config(tmp, tiny_model, tiny_corpus, max_steps=40).read_text())
+    config["trainer"]["limit_val_batches"] = 0
+    config["model"]["init_args"]["show_samples"] = 0
+    config["data"]["batch_size"] = 4
+    path = tmp / "sft_fast.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli_main(["fit", "--config", str(path)])
+    return tmp / "run" / "adapter"
+
+
+def virl_config(tmp_path, tiny_model, corpus, adapter, max_steps=1, kl_coef=0.0, extra_callbacks=(), order=None) -> Path:
+    config = yaml.safe_load((ROOT / "configs" / "virl.yaml").read_text())
+    run = tmp_path / "run"
+    trainer = config["trainer"]
+    trainer.update(max_steps=max_steps, default_root_dir=str(run))
+    trainer["logger"]["init_args"]["save_dir"] = str(run)
+    for callback in trainer["callbacks"]:
+        args = callback.setdefault("init_args", {})
+        name = callback["class_path"].rsplit(".", 1)[-1]
+        if name == "RolloutSampler":
+            args.update(num_samples=4, max_new_tokens=200)
+        if name == "RewardLogger":
+            args.update(every_n_steps=1, export_dir=str(run / "grids"))
+        if "dirpath" in args:
+            args["dirpath"] = str(run / Path(args["dirpath"]).name)
+        if "every_n_train_steps" in args:
+            args["every_n_train_steps"] = 1
+    if order is not None:
+        trainer["callbacks"] = [trainer["callbacks"][i] for i in order]
+    trainer["callbacks"].extend(extra_callbacks)
+    model = config["model"]["init_args"]
+    model["backbone"].update(model=str(tiny_model), embedded=False, adapter=str(adapter))
+    model.update(kl_coef=kl_coef, micro_batch_size=8)
+    model["optimizer"]["init_args"]["lr"] = 0.01
+    config["data"].update(synthetic=None, batch_size=2, train=str(corpus / "rl_train.jsonl"))
+    path = tmp_path / "virl.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _lora(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def test_one_step_changes_only_lora_and_logs_reward_parts(tmp_path, tiny_model, tiny_corpus, sft_adapter):
+    cli = cli_main(["fit", "--config", str(virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter, max_steps=2))])
+    metrics = cli.trainer.callback_metrics
+    for key in ("reward/overall_mean", "reward/visual_mean", "reward/format_mean", "render/rate",
+                "train/frac_reward_zero_std", "time/sample_s", "time/render_s", "time/update_s"):
+        assert key in metrics, key
+    assert metrics["reward/overall_mean"] > 0, "the SFT adapter should produce some rewarded programs"
+    before, after = _lora(sft_adapter), _lora(tmp_path / "run" / "adapter")
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "no LoRA weight moved"
+    # the base weights are those on disk
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(str(tiny_model)).state_dict()
+    trained = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+               for k, v in cli.model.model.state_dict().items() if "lora_" not in k}
+    assert all(torch.equal(base[k], trained[k]) for k in base if k in trained)
+    assert list((tmp_path / "run" / "grids").glob("*.png")), "no image grid exported"
+
+
+def test_kl_uses_the_frozen_sft_adapter_on_the_same_backbone(tmp_path, tiny_model, tiny_corpus, sft_adapter):
+    cli = cli_main(["fit", "--config", str(virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter, kl_coef=0.1))])
+    model = cli.model.model
+    assert set(model.peft_config) == {"default", "reference"}
+    assert "train/kl" in cli.trainer.callback_metrics
+    sft = _lora(sft_adapter)
+    reference = {k: v for k, v in model.state_dict().items() if ".reference." in k}
+    assert len(reference) == len(sft)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if ".reference." in n)
+    for key, value in sft.items():
+        ours = key.replace(".weight", ".reference.weight")
+        assert torch.equal(reference[ours], value), key
+
+
+def test_resume_mid_virl(tmp_path, tiny_model, tiny_corpus, sft_adapter):
+    interrupt = {"class_path": "tests.test_sft.Interrupt", "init_args": {"at_step": 2}}
+    with pytest.raises(SystemExit):  # Lightning exits after a graceful shutdown on Ctrl-C
+        cli_main(["fit", "--config", str(virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter, 3, extra_callbacks=[interrupt]))])
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 1
+    second = cli_main(["fit", "--config", str(virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter, 3)), "--ckpt_path", "last"])
+    assert second.trainer.global_step == 3
+
+
+def test_wrong_callback_order_says_how_to_fix(tmp_path, tiny_model, tiny_corpus, sft_adapter):
+    with pytest.raises(ValueError, match="wrong order"):
+        check_pipeline([RenderRollouts(), RolloutSampler(), RewardLogger()])
+    with pytest.raises(ValueError, match="RewardLogger is missing"):
+        check_pipeline([RolloutSampler(), RenderRollouts()])
+    config = virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter, order=[1, 0, 2, 3, 4])
+    with pytest.raises(ValueError, match="configs/virl.yaml"):
+        cli_main(["fit", "--config", str(config)])
+
+
+def test_missing_sft_adapter_says_run_sft_first(tmp_path, tiny_model, tiny_corpus):
+    config = virl_config(tmp_path, tiny_model, tiny_corpus, tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="configs/sft.yaml"):
+        cli_main(["fit", "--config", str(config)])
