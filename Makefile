@@ -1,0 +1,28 @@
+# make demo   set up, then run the main job on the embedded default
+# make test   set up, then run the test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup system demo test sft virl clean
+
+setup: $(VENV)/.installed system
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+system:
+	bash .ci/system-packages.sh
+
+sft: setup
+	$(PY) main.py fit --config configs/sft.yaml
+
+demo: sft
+	$(PY) benchmarks/heldout.py --stage sft
+
+test: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider --timeout 900 --durations 15
+
+clean:
+	rm -rf runs artifacts lightning_logs
