@@ -72,13 +72,6 @@ def encode_sft(processor, example) -> tuple[dict[str, torch.Tensor], int]:
     return whole, n_prompt
 
 
-def prompt_length(processor, example) -> int:
-    """Tokens of the templated prompt, image tokens included (what generation starts from)."""
-    return processor(text=[prompt_text(processor, example.prompt)], images=[example.image], return_tensors="pt")[
-        "input_ids"
-    ].shape[1]
-
-
 def _pad_right(rows: list[torch.Tensor], value: int) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
-from vinci.data.collate import RLCollator, SFTCollator, encode_sft, prompt_length
+from vinci.data.collate import RLCollator, SFTCollator
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class Synthetic:
     n_val: int = 16  # ... in the validation split
     n_test: int = 48  # ... in the held-out test split
     languages: list[str] = field(default_factory=lambda: ["python", "svg", "html", "latex"])
-    refine_fraction: float = 0.5  # share of rows that are visual-refinement rows (image + flawed code)
+    refine_fraction: float = 0.5  # share of programs that also get a visual-refinement row (image + flawed code)
 
 
 class VinciDataModule(L.LightningDataModule):
@@ -118,22 +118,42 @@ class VinciDataModule(L.LightningDataModule):
         rows = read_rows(path, schema=self.stage, **self.read_kwargs)
         return self.filter_long(rows, path)
 
-    def filter_long(self, rows: Dataset, path: Path) -> Dataset:
-        """Drop rows longer than max_length tokens (never truncate), and say how many."""
+    def filter_long(self, rows, path: Path):
+        """Drop rows longer than max_length tokens (never truncate), and say how many.
+
+        Lengths are counted without decoding any image: the text is tokenised with the chat
+        template, and the image's token count (which depends only on its fitted size) is
+        measured once per distinct size on a blank image through the real processor.
+        """
+        from vinci.data.collate import full_text, prompt_text
+
+        image_tokens: dict[tuple[int, int], int] = {}
         keep = []
-        for index in range(len(rows)):
-            example = rows[index]
+        for index, row in enumerate(rows.rows):
+            if row.image_size not in image_tokens:
+                image_tokens[row.image_size] = self._image_token_count(row.image_size)
+            text = prompt_text(self.processor, row.prompt)
             if self.stage == "sft":
-                length = encode_sft(self.processor, example)[0]["input_ids"].shape[1]
-            else:
-                length = prompt_length(self.processor, example)
+                text = full_text(self.processor, row.prompt, row.answer)
+            length = len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]) + image_tokens[row.image_size]
             if length <= self.max_length:
                 keep.append(index)
         if len(keep) < len(rows):
             log.warning("%s: dropped %d of %d rows longer than max_length=%d", path, len(rows) - len(keep), len(rows), self.max_length)
         if not keep:
             raise ValueError(f"{path}: every row is longer than max_length={self.max_length} tokens")
-        return Subset(rows, keep)
+        return rows.select(keep)
+
+    def _image_token_count(self, size: tuple[int, int]) -> int:
+        """Tokens an image of this size adds beyond the template's placeholder text."""
+        from PIL import Image
+
+        from vinci.data.collate import prompt_text
+
+        text = prompt_text(self.processor, "<image>")
+        plain = len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+        expanded = self.processor(text=[text], images=[Image.new("RGB", size, "white")], return_tensors="pt")
+        return expanded["input_ids"].shape[1] - plain
 
     def setup(self, stage: str) -> None:
         if self.processor is None:
