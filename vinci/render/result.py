@@ -9,6 +9,7 @@ from PIL import Image
 
 # Why a render failed. None when it succeeded.
 FailureKind = Literal["timeout", "crash", "no-output", "syntax", "limit", "unsupported"]
+FAILURE_KINDS = ("timeout", "crash", "no-output", "syntax", "limit", "unsupported")
 
 
 @dataclass
@@ -23,3 +24,16 @@ class RenderResult:
     @classmethod
     def failure(cls, kind: FailureKind, error: str, seconds: float = 0.0, language: str = ""):
         return cls(False, None, error, seconds, kind, language)
+
+
+class RenderFailure(BaseException):
+    """Raised inside a job process to end it with a classified failure.
+
+    It derives from BaseException so that a program's own `except Exception:` cannot swallow
+    a limit the renderer enforces (for example an oversize figure inside `savefig`).
+    """
+
+    def __init__(self, kind: FailureKind, error: str):
+        super().__init__(error)
+        self.kind = kind
+        self.error = error

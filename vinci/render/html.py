@@ -1,0 +1,198 @@
+"""Render HTML with Selenium driving Debian's Chromium and chromedriver (headless).
+
+`Browser` is one warm Chromium that a worker reuses across jobs. Each job loads the page as
+a `data:` URL: its origin is opaque and unique, so cookies, storage and service workers of
+one job can never be seen by the next, and a `data:` page cannot load `file:` URLs.
+The network is blocked in the browser itself (all traffic goes to a dead proxy, loopback
+included, and host resolution fails) on top of the worker's network namespace.
+`alert`/`confirm`/`prompt`/`print`/`window.open` are replaced before any page script runs,
+and any dialog that still opens is accepted. JavaScript that never ends makes the page load
+time out; the worker then kills this browser's whole process group and starts a new one.
+Screenshots are the viewport width by the page's full height, capped at
+`RenderOptions.html_max_height` (a taller page is cut, not failed), at device scale 1: the
+window is resized to that height and the page settles (two animation frames) before the
+capture, and CSS transitions/animations are switched off, so the same page gives the same
+pixels in a warm browser and in a fresh one.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from typing import Optional
+
+from PIL import Image
+
+from vinci.render.options import RenderOptions
+from vinci.render.protocol import on_white
+from vinci.render.result import RenderFailure
+
+log = logging.getLogger(__name__)
+
+CHROME_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication",
+    "--mute-audio",
+    "--disable-breakpad",
+    "--disable-crash-reporter",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+    "--proxy-server=http://127.0.0.1:9",  # a closed port: every request fails at once
+    "--proxy-bypass-list=<-loopback>",  # ... loopback included
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+)
+NEUTRALISE = """
+(() => {
+  const none = () => undefined;
+  for (const name of ["alert", "print"]) window[name] = none;
+  window.confirm = () => false;
+  window.prompt = () => null;
+  window.open = () => null;
+})();
+"""
+FREEZE = """
+const style = document.createElement("style");
+style.textContent = "*, *::before, *::after { transition: none !important; animation: none !important;"
+  + " caret-color: transparent !important; }";
+(document.head || document.documentElement).appendChild(style);
+"""
+SETTLE = "const done = arguments[arguments.length - 1]; requestAnimationFrame(() => requestAnimationFrame(done));"
+PAGE_HEIGHT = (
+    "return Math.max(document.documentElement ? document.documentElement.scrollHeight : 0,"
+    " document.body ? document.body.scrollHeight : 0)"
+)
+
+
+def executables() -> tuple[str, str]:
+    """(chromium, chromedriver) paths; RenderFailure 'unsupported' when either is missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        raise RenderFailure("unsupported", "html rendering needs chromium and chromedriver installed")
+    return chromium, driver
+
+
+class Browser:
+    """One warm headless Chromium; `render` is one job, `kill` tears the browser down."""
+
+    def __init__(self, root: Optional[str] = None):
+        self.root = root
+        self.driver = None
+        self.profile: Optional[str] = None
+
+    def start(self, options: RenderOptions) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        chromium, driver_path = executables()
+        self.profile = tempfile.mkdtemp(prefix="chrome-", dir=self.root)
+        chrome = webdriver.ChromeOptions()
+        chrome.binary_location = chromium
+        for flag in CHROME_FLAGS:
+            chrome.add_argument(flag)
+        chrome.add_argument(f"--user-data-dir={self.profile}")
+        chrome.add_argument(f"--window-size={options.html_width},{options.html_height}")
+        chrome.set_capability("unhandledPromptBehavior", "accept")
+        chrome.add_experimental_option("excludeSwitches", ["disable-popup-blocking", "enable-automation"])
+        chrome.page_load_strategy = "normal"
+        service = Service(driver_path, log_output=subprocess.DEVNULL, popen_kw={"start_new_session": True})
+        self.driver = webdriver.Chrome(service=service, options=chrome)
+        self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": NEUTRALISE})
+        self.driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "deny"})
+
+    def render(self, code: str, options: RenderOptions, timeout: float) -> Image.Image:
+        from selenium.common.exceptions import TimeoutException, WebDriverException
+
+        if self.driver is None:
+            self.start(options)
+        driver = self.driver
+        width = options.html_width
+        try:
+            driver.set_page_load_timeout(max(timeout, 0.5))
+            driver.set_script_timeout(max(timeout, 0.5))
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": options.html_height, "deviceScaleFactor": 1, "mobile": False},
+            )
+            data = base64.b64encode(code.encode("utf-8")).decode("ascii")
+            driver.get("data:text/html;charset=utf-8;base64," + data)
+            driver.execute_script(FREEZE)  # a screenshot must not catch a transition midway
+            height = options.html_height
+            if options.html_full_page:
+                page = int(driver.execute_script(PAGE_HEIGHT) or 0)
+                height = max(height, min(page, options.html_max_height))
+            height = min(height, max(1, options.max_pixels // width), options.max_side)
+            if height != options.html_height:  # lay the page out once in a window of the final size
+                driver.execute_cdp_cmd(
+                    "Emulation.setDeviceMetricsOverride",
+                    {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                )
+            driver.execute_async_script(SETTLE)
+            shot = driver.execute_cdp_cmd(
+                "Page.captureScreenshot",
+                {"format": "png", "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}},
+            )
+            self._close_extra_windows()
+        except TimeoutException:
+            self.kill()
+            raise RenderFailure("timeout", f"page did not finish loading within {timeout:g}s") from None
+        except WebDriverException as error:
+            self.kill()
+            message = (error.msg or type(error).__name__).strip().splitlines()[0]
+            kind = "timeout" if "timeout" in message.lower() else "crash"
+            raise RenderFailure(kind, f"chromium: {message}"[:300]) from None
+        image = Image.open(io.BytesIO(base64.b64decode(shot["data"])))
+        return on_white(image)
+
+    def _close_extra_windows(self) -> None:
+        handles = self.driver.window_handles
+        for handle in handles[1:]:
+            self.driver.switch_to.window(handle)
+            self.driver.close()
+        if len(handles) > 1:
+            self.driver.switch_to.window(handles[0])
+
+    def pids(self) -> tuple[int, ...]:
+        """The chromedriver pid (the one child the worker must not reap behind Popen's back)."""
+        process = getattr(getattr(self.driver, "service", None), "process", None)
+        return (process.pid,) if process is not None else ()
+
+    def kill(self) -> None:
+        """Kill chromedriver and every Chromium process (they share its process group)."""
+        driver, self.driver = self.driver, None
+        if driver is not None:
+            process = getattr(driver.service, "process", None)
+            if process is not None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    log.debug("chromedriver group already gone")
+                process.wait()
+        if self.profile:
+            shutil.rmtree(self.profile, ignore_errors=True)
+            self.profile = None
+
+    def quit(self) -> None:
+        """Polite shutdown (used by the naive baseline); falls back to kill."""
+        if self.driver is not None:
+            try:
+                self.driver.quit()
+            finally:
+                self.kill()
