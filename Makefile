@@ -18,8 +18,11 @@ system:
 sft: setup
 	$(PY) main.py fit --config configs/sft.yaml
 
-demo: sft
-	$(PY) benchmarks/heldout.py --stage sft
+virl: sft
+	$(PY) main.py fit --config configs/virl.yaml
+
+demo: virl
+	$(PY) benchmarks/heldout.py --adapters sft=runs/sft/adapter virl=runs/virl/adapter
 
 test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider --timeout 900 --durations 15

@@ -1,6 +1,7 @@
 """LoRA and QLoRA wrapping of the tiny model, and adapters that plain peft reloads."""
 
 import bitsandbytes as bnb
+import pytest
 import torch
 from PIL import Image
 from peft import PeftModel
@@ -58,8 +59,9 @@ def test_qlora_step_changes_only_lora_and_reloads_with_plain_peft(tiny_model, tm
         assert torch.allclose(value, theirs[name]), name
 
 
-def test_adapter_roundtrip_gives_the_same_outputs(tiny_model, tmp_path):
-    model, processor = load_backbone(Backbone(model=str(tiny_model)))
+@pytest.mark.parametrize("saved", [None, ["embed_tokens"]], ids=["lora", "lora+embeddings"])
+def test_adapter_roundtrip_gives_the_same_outputs(tiny_model, tmp_path, saved):
+    model, processor = load_backbone(Backbone(model=str(tiny_model), lora=Lora(modules_to_save=saved)))
     batch = _batch(processor)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model(**batch.inputs, labels=batch.labels).loss.backward()

@@ -34,6 +34,7 @@ class Lora:
     dropout: float = 0.05  # dropout on the LoRA input
     target_modules: Union[str, list[str]] = "all-linear"  # "all-linear" = every linear layer of the language model
     vision: Literal["frozen", "lora"] = "frozen"  # also put LoRA on the vision tower's linear layers
+    modules_to_save: Optional[list[str]] = None  # whole modules trained and saved in the adapter, e.g. [embed_tokens]
 
 
 @dataclass
@@ -165,7 +166,15 @@ def load_backbone(settings: Backbone, device_map=None):
         targets = lora.target_modules
         if targets == "all-linear":
             targets = lora_target_regex(model, include_vision=lora.vision == "lora")
-        config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none")
+        config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=targets,
+            modules_to_save=lora.modules_to_save,
+            ensure_weight_tying=bool(lora.modules_to_save),  # a tied output head follows a trained embedding
+            bias="none",
+        )
         model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
