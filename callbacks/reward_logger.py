@@ -1,0 +1,106 @@
+"""RewardLogger: what a person watches in TensorBoard during ViRL (rank 0 only, no grad).
+
+Every step: reward mean/std (overall, visual, format), render rate per language, response
+length, seconds per phase. (The step itself logs KL, clip fractions, entropy and
+frac_reward_zero_std.) Every `every_n_steps`: an image grid of reference | best | worst render
+per prompt, with their rewards, and the sampled code of the best and worst as text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image, ImageDraw
+
+CELL = 160  # pixels per image in the grid
+
+
+def _cell(image: Optional[Image.Image], caption: str) -> Image.Image:
+    cell = Image.new("RGB", (CELL, CELL + 16), "white")
+    if image is not None:
+        thumb = image.copy()
+        thumb.thumbnail((CELL, CELL))
+        cell.paste(thumb, ((CELL - thumb.width) // 2, (CELL - thumb.height) // 2))
+    else:
+        ImageDraw.Draw(cell).text((8, CELL // 2), "no render", fill=(200, 0, 0))
+    ImageDraw.Draw(cell).text((4, CELL + 2), caption, fill=(0, 0, 0))
+    return cell
+
+
+def rollout_grid(rollout, max_prompts: int = 4) -> tuple[Image.Image, str]:
+    """(grid image, markdown with the best and worst code) for the first prompts of a rollout."""
+    G = rollout.group_size
+    overall = rollout.rewards.overall.view(-1, G)  # [B, G]
+    rows, notes = [], []
+    for b in range(min(max_prompts, rollout.num_prompts)):
+        best, worst = int(overall[b].argmax()), int(overall[b].argmin())
+        cells = [_cell(rollout.batch.images[b], f"reference ({rollout.batch.languages[b]})")]
+        for label, g in (("best", best), ("worst", worst)):
+            render = rollout.renders[b * G + g]
+            cells.append(_cell(render.image if render.ok else None, f"{label} r={float(overall[b, g]):.3f}"))
+            code = rollout.codes[b * G + g]
+            error = "" if render.ok else f"\n\nrender error ({render.kind}): {render.error}"
+            notes.append(f"**prompt {b} {label}** (reward {float(overall[b, g]):.3f})\n\n```\n{code or rollout.completions.texts[b * G + g]}\n```{error}")
+        row = Image.new("RGB", (CELL * 3, CELL + 16), "white")
+        for i, cell in enumerate(cells):
+            row.paste(cell, (i * CELL, 0))
+        rows.append(row)
+    grid = Image.new("RGB", (CELL * 3, (CELL + 16) * len(rows)), "white")
+    for i, row in enumerate(rows):
+        grid.paste(row, (0, i * (CELL + 16)))
+    return grid, "\n\n".join(notes)
+
+
+class RewardLogger(L.Callback):
+    def __init__(self, every_n_steps: int = 10, max_prompts: int = 4, export_dir: Optional[str] = None):
+        """
+        Args:
+            every_n_steps: log the image grid and sampled code every this many steps.
+            max_prompts: prompts shown in each grid.
+            export_dir: also save each grid as PNG here (None = TensorBoard only).
+        """
+        self.every_n_steps = every_n_steps
+        self.max_prompts = max_prompts
+        self.export_dir = Path(export_dir) if export_dir else None
+        self.batches_seen = 0  # the first batch of a run always gets a grid
+
+    @rank_zero_only
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        rollout = module.rollout
+        if rollout is None or rollout.rewards is None:
+            return
+        parts = rollout.rewards
+        scalars = {}
+        for name in ("overall", "visual", "format"):
+            values = getattr(parts, name).float()
+            scalars[f"reward/{name}_mean"] = float(values.mean())
+            scalars[f"reward/{name}_std"] = float(values.std()) if values.numel() > 1 else 0.0
+        rendered = parts.rendered.float()
+        scalars["render/rate"] = float(rendered.mean())
+        for language in sorted(set(rollout.languages)):
+            rows = [i for i, lang in enumerate(rollout.languages) if lang == language]
+            scalars[f"render/rate_{language}"] = float(rendered[rows].mean())
+        lengths = rollout.completions.completion_mask.sum(dim=1).float()  # [N]
+        scalars["response/length_mean"] = float(lengths.mean())
+        scalars["response/length_max"] = float(lengths.max())
+        for phase, seconds in rollout.seconds.items():
+            scalars[f"time/{phase}_s"] = seconds
+        module.log_dict(scalars, on_step=True, on_epoch=False, batch_size=rollout.num_prompts)
+
+        step = trainer.global_step
+        self.batches_seen += 1
+        if self.every_n_steps and (self.batches_seen - 1) % self.every_n_steps == 0:
+            grid, notes = rollout_grid(rollout, self.max_prompts)
+            experiment = getattr(trainer.logger, "experiment", None)
+            if experiment is not None and hasattr(experiment, "add_image"):
+                experiment.add_image("rollouts/reference_best_worst", np.asarray(grid), step, dataformats="HWC")
+                experiment.add_text("rollouts/code", notes, step)
+            if self.export_dir is not None:
+                self.export_dir.mkdir(parents=True, exist_ok=True)
+                grid.save(self.export_dir / f"grid_step{step:05d}.png")

@@ -1,0 +1,50 @@
+"""RolloutSampler: draw G programs per prompt before each ViRL training step.
+
+Sampling runs with no grad, in eval mode, with the KV cache on and left-padded prompts, also
+when training uses QLoRA and gradient checkpointing (vinci.generation.sample handles both).
+The samples go to `module.rollout`, where the render callback and the step pick them up.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+
+from vinci.generation import sample
+from vinci.rollout import Rollout
+
+
+class RolloutSampler(L.Callback):
+    def __init__(self, num_samples: int = 8, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 1024):
+        """
+        Args:
+            num_samples: G, programs sampled per prompt (the GRPO group).
+            temperature: sampling temperature; the policy's log-probs use the same one.
+            top_p: nucleus sampling threshold (1.0 = off).
+            max_new_tokens: longest answer; generation also stops at EOS.
+        """
+        if num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2 for group-normalised advantages, got {num_samples}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.num_samples = num_samples
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        started = time.perf_counter()
+        module.temperature = self.temperature
+        completions = sample(
+            module.model,
+            module.processor,
+            batch.inputs,
+            num_samples=self.num_samples,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=True,
+            temperature=self.temperature,
+            top_p=self.top_p,
+        )
+        module.rollout = Rollout(batch=batch, completions=completions, group_size=self.num_samples)
+        module.rollout.seconds["sample"] = time.perf_counter() - started

@@ -1,0 +1,235 @@
+"""ViRL: GRPO whose reward is how much the rendered program looks like the prompt image.
+
+One training step per batch of B prompts (the callbacks do the first two stages):
+
+    RolloutSampler    G samples per prompt, no grad            -> rollout.completions [N = B*G]
+    RenderRollouts    code -> image in the sandboxed pool       -> rollout.render_future
+    training_step     old log-probs (overlaps the renders)      -> [N, L]
+                      reward = 0.9 visual + 0.1 format          -> [B, G]
+                      advantages, group-normalised              -> [B, G]
+                      ppo_epochs x micro-batches of the clipped loss (+ optional KL), one update each epoch
+    RewardLogger      scalars, image grids and code to TensorBoard
+
+Optimisation is manual (several updates per batch), so gradient clipping is `max_grad_norm`
+here rather than the Trainer's `gradient_clip_val`. The reference policy for the KL term is
+the frozen starting adapter loaded a second time as another peft adapter on the same backbone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from vinci import grpo
+from vinci.backbone import Backbone
+from vinci.module import BackboneModule
+from vinci.reward.format import composite_reward, format_reward
+from vinci.reward.metric import PatchSimilarity
+from vinci.rollout import Rollout, sequence_inputs
+
+REFERENCE = "reference"  # name of the frozen adapter used by the KL term
+
+
+class ViRLModule(BackboneModule):
+    def __init__(
+        self,
+        backbone: Backbone,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: Optional[LRSchedulerCallable] = None,
+        warmup_ratio: float = 0.0,
+        min_lr_ratio: float = 1.0,
+        ppo_epochs: int = 1,
+        micro_batch_size: int = 8,
+        max_grad_norm: float = 1.0,
+        clip_low: float = 0.2,
+        clip_high: float = 0.3,
+        clip_dual: float = 3.0,
+        loss_agg: Literal["token-mean", "seq-mean-token-mean"] = "token-mean",
+        kl_coef: float = 0.0,
+        kl_estimator: Literal["k1", "low_var_kl"] = "low_var_kl",
+        format_weight: float = 0.1,
+        encoder: str = "pixel",
+        tile_size: int = 448,
+        max_tiles: int = 12,
+        global_weight: Optional[float] = None,
+        drop_zero_std_groups: bool = False,
+    ):
+        """
+        Args:
+            backbone: model and adapter; `backbone.adapter` is the SFT adapter to start from.
+            optimizer: optimizer over the LoRA parameters (VinciCoder: AdamW, lr 1e-6).
+            scheduler: learning-rate scheduler; default: warmup_ratio/min_lr_ratio schedule.
+            warmup_ratio: linear warmup share of all steps (0 = constant after step 0).
+            min_lr_ratio: final learning rate as a share of the peak (1 = constant).
+            ppo_epochs: updates over the same rollouts, each against the sampling-time log-probs.
+            micro_batch_size: rollout rows per forward/backward; the update covers all N rows.
+            max_grad_norm: gradient-norm clip per update.
+            clip_low: PPO ratio clip below 1.
+            clip_high: PPO ratio clip above 1 (DAPO clip-higher when > clip_low).
+            clip_dual: dual-clip cap for negative advantages.
+            loss_agg: token-mean (DAPO) or seq-mean-token-mean (GRPO).
+            kl_coef: weight of the KL to the frozen starting adapter; 0 turns the term off.
+            kl_estimator: k1 or low_var_kl (k3).
+            format_weight: share of the format reward: reward = (1 - w) visual + w format.
+            encoder: vision encoder of the visual reward: "pixel" or "timm:<model name>".
+            tile_size: crop size of the coarse-to-fine tiling.
+            max_tiles: most local tiles per image.
+            global_weight: share of the thumbnail in the visual score; None = uniform over crops (paper).
+            drop_zero_std_groups: leave groups whose rewards all match out of the loss (DAPO dynamic sampling).
+        """
+        super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.ppo_epochs = ppo_epochs
+        self.micro_batch_size = micro_batch_size
+        self.max_grad_norm = max_grad_norm
+        self.clip = dict(clip_low=clip_low, clip_high=clip_high, clip_dual=clip_dual, agg=loss_agg)
+        self.kl_coef = kl_coef
+        self.kl_estimator = kl_estimator
+        self.format_weight = format_weight
+        self.similarity = dict(tile_size=tile_size, max_tiles=max_tiles, global_weight=global_weight)
+        self.visual = PatchSimilarity(encoder=encoder, per_language=True, **self.similarity)
+        self.drop_zero_std_groups = drop_zero_std_groups
+        self.temperature = 1.0  # set by the sampler: log-probs use the sampling distribution
+        self.rollout: Optional[Rollout] = None  # filled by the callbacks for the current batch
+        self.step_stats: dict[str, float] = {}  # last step's scalars, read by the logger
+
+    def prepare_data(self) -> None:
+        super().prepare_data()
+        adapter = self.backbone.adapter
+        if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(
+                f"ViRL starts from the SFT adapter, and there is none at {adapter!r}: run "
+                "`python main.py fit --config configs/sft.yaml` first (or set model.init_args.backbone.adapter)"
+            )
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        super().configure_model()
+        for name, parameter in self.model.named_parameters():  # RL moves the LoRA matrices only,
+            parameter.requires_grad = "lora_" in name  # not modules the SFT adapter saved whole
+        if self.kl_coef > 0:
+            if not self.backbone.adapter:
+                raise ValueError("kl_coef > 0 needs backbone.adapter: the frozen SFT adapter is the reference policy")
+            self.model.load_adapter(self.backbone.adapter, adapter_name=REFERENCE, is_trainable=False)
+            self.model.set_adapter("default")
+
+    def on_fit_start(self) -> None:
+        from callbacks.pipeline import check_pipeline
+
+        check_pipeline(self.trainer.callbacks)
+
+    # ---- log-probabilities ------------------------------------------------------------
+    def completion_logp(self, rollout: Rollout, rows: list[int], with_entropy: bool = False):
+        """Log-probs of the sampled tokens under the current policy: ([n, L], entropy [n, L] | None)."""
+        inputs, ids, _ = sequence_inputs(rollout, rows)
+        logits = self.model(**inputs, use_cache=False).logits  # [n, P + L, V]
+        length = ids.shape[1]
+        logits = logits[:, -length - 1 : -1].float() / self.temperature  # [n, L, V] predicting each completion token
+        logp_all = torch.log_softmax(logits, dim=-1)  # [n, L, V]
+        logp = logp_all.gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # [n, L]
+        entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None  # [n, L]
+        return logp, entropy
+
+    @torch.no_grad()
+    def _logp_no_grad(self, rollout: Rollout, adapter: Optional[str] = None) -> torch.Tensor:
+        n = rollout.completions.completion_ids.shape[0]
+        chunks = []
+        if adapter:
+            self.model.set_adapter(adapter)
+        try:
+            for start in range(0, n, self.micro_batch_size):
+                rows = list(range(start, min(n, start + self.micro_batch_size)))
+                chunks.append(self.completion_logp(rollout, rows)[0])
+        finally:
+            if adapter:
+                self.model.set_adapter("default")
+        return torch.cat(chunks)  # [N, L]
+
+    # ---- reward -----------------------------------------------------------------------
+    def score(self, rollout: Rollout):
+        """Composite reward parts, each [N]; also feeds the PatchSimilarity metric."""
+        renders = rollout.wait_renders()
+        images = [r.image if r.ok else None for r in renders]  # [N], None scores 0
+        # one encoder pass: per-sample scores, also accumulated into the epoch metric
+        visual = self.visual.score(images, rollout.references, rollout.languages).float().cpu()  # [N]
+        formats = format_reward(rollout.completions.texts, rollout.languages)  # [N]
+        rendered = torch.tensor([float(r.ok) for r in renders])  # [N]
+        return composite_reward(visual, formats, rendered, format_weight=self.format_weight)
+
+    # ---- the step -----------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> None:
+        rollout = self.rollout
+        if rollout is None or rollout.batch is not batch:
+            raise RuntimeError("no rollout for this batch: the RolloutSampler callback must run before the step")
+        started = time.perf_counter()
+        old_logp = self._logp_no_grad(rollout)  # [N, L] while the renders run
+        ref_logp = self._logp_no_grad(rollout, REFERENCE) if self.kl_coef > 0 else None  # [N, L]
+        scored = time.perf_counter()
+        parts = self.score(rollout)
+        rollout.rewards = parts
+        rollout.seconds["score"] = time.perf_counter() - scored
+        B, G = rollout.num_prompts, rollout.group_size
+        rewards = parts.overall.to(self.device).view(B, G)  # [B, G]
+        # Gather every rank's groups before the group statistics, so frac_zero_std and any
+        # batch-level normalisation see the whole global batch, not one rank's share.
+        everyone = self.all_gather(rewards).reshape(-1, G)  # [W*B, G]
+        advantages_all = grpo.group_advantages(everyone)  # [W*B, G]
+        start = self.global_rank * B if everyone.shape[0] > B else 0
+        advantages = advantages_all[start : start + B].reshape(-1)  # [N]
+        keep = torch.ones(B, dtype=torch.bool, device=self.device)  # [B]
+        if self.drop_zero_std_groups:
+            keep = rewards.std(dim=1, unbiased=False) > 0  # [B]
+        rows = [n for n in range(B * G) if keep[n // G]]
+        stats = self._update(rollout, rows, advantages, old_logp, ref_logp)
+        rollout.seconds["update"] = time.perf_counter() - started - rollout.seconds["score"]
+        stats.update(
+            frac_reward_zero_std=grpo.frac_zero_std(everyone),
+            groups_kept=float(keep.float().mean()),
+        )
+        self.step_stats = stats
+        self.log("train/visual_epoch", self.visual, on_step=False, on_epoch=True, batch_size=B)  # Lightning syncs + resets it
+        for name, value in stats.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=B)
+
+    def _update(self, rollout, rows, advantages, old_logp, ref_logp) -> dict[str, float]:
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        totals: dict[str, float] = {}
+        mask_all = rollout.completions.completion_mask.to(old_logp.dtype)  # [N, L]
+        n_micro, norms = 0, []
+        for _ in range(self.ppo_epochs):
+            optimizer.zero_grad()
+            for start in range(0, len(rows), self.micro_batch_size):
+                micro = rows[start : start + self.micro_batch_size]
+                index = torch.tensor(micro, device=old_logp.device)
+                logp, entropy = self.completion_logp(rollout, micro, with_entropy=True)  # [n, L]
+                mask = mask_all.index_select(0, index)  # [n, L]
+                loss, pstats = grpo.policy_loss(
+                    logp, old_logp.index_select(0, index), advantages.index_select(0, index), mask,
+                    entropy=entropy.detach(), **self.clip,
+                )
+                if ref_logp is not None:
+                    kl = grpo.kl_penalty(logp, ref_logp.index_select(0, index), kind=self.kl_estimator)  # [n, L]
+                    kl_term = grpo.masked_mean(kl, mask)
+                    loss = loss + self.kl_coef * kl_term
+                    totals["kl"] = totals.get("kl", 0.0) + float(kl_term)
+                self.manual_backward(loss * len(micro) / max(1, len(rows)))
+                for name, value in pstats.as_dict().items():
+                    totals[name] = totals.get(name, 0.0) + float(value)
+                totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
+                n_micro += 1
+            if rows:
+                norms.append(float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.max_grad_norm)))
+                optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        result = {k: v / max(1, n_micro) for k, v in totals.items()}
+        if norms:
+            result["grad_norm"] = sum(norms) / len(norms)
+        return result
