@@ -21,15 +21,18 @@ from vinci.evaluate import evaluate, format_table, load_for_eval, read_test_rows
 
 
 def run(adapters: dict[str, str], model: str, rows_path: str, max_new_tokens: int, limit: int, workers: int):
-    from vinci.render import RenderPool
+    from vinci.data.synth import read_manifest
+    from vinci.render import RenderOptions, RenderPool
 
+    manifest = read_manifest(Path(rows_path).parent)  # render like the references were rendered
+    options = RenderOptions(**manifest["render_options"]) if manifest else None
     rows = read_test_rows(Path(rows_path), min_pixels=56 * 56, max_pixels=224 * 224)
     if limit:
         from torch.utils.data import Subset
 
         rows = Subset(rows, range(min(limit, len(rows))))
     results, tables = {}, {}
-    with RenderPool(workers=workers, timeout=10.0) as pool:
+    with RenderPool(workers=workers, timeout=10.0, options=options) as pool:
         for name, adapter in adapters.items():
             started = time.perf_counter()
             net, processor = load_for_eval(model, adapter or None)
