@@ -17,10 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vinci.evaluate import evaluate, format_table, load_for_eval, read_test_rows  # noqa: E402
+from vinci.evaluate import average, evaluate, format_table, load_for_eval, read_test_rows  # noqa: E402
 
 
-def run(adapters: dict[str, str], model: str, rows_path: str, max_new_tokens: int, limit: int, workers: int):
+def run(adapters: dict[str, str], model: str, rows_path: str, max_new_tokens: int, limit: int, workers: int, samples: int = 0):
+    """Evaluate each adapter; samples=0 decodes greedily, samples=K averages K sampled answers per prompt."""
     from vinci.data.synth import read_manifest
     from vinci.render import RenderOptions, RenderPool
 
@@ -36,7 +37,11 @@ def run(adapters: dict[str, str], model: str, rows_path: str, max_new_tokens: in
         for name, adapter in adapters.items():
             started = time.perf_counter()
             net, processor = load_for_eval(model, adapter or None)
-            results[name] = evaluate(net, processor, rows, pool, max_new_tokens=max_new_tokens)
+            if samples:
+                runs = [evaluate(net, processor, rows, pool, max_new_tokens=max_new_tokens, do_sample=True, seed=k) for k in range(samples)]
+                results[name] = average(runs)
+            else:
+                results[name] = evaluate(net, processor, rows, pool, max_new_tokens=max_new_tokens)
             tables[name] = results[name].table()
             logging.info("%s evaluated in %.0f s", name, time.perf_counter() - started)
     return results, tables

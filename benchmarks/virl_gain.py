@@ -29,6 +29,7 @@ def main(argv=None):
     parser.add_argument("--rows", default="artifacts/synth/rl_test.jsonl")
     parser.add_argument("--max-new-tokens", type=int, default=400)
     parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--samples", type=int, default=0, help="0: greedy; K: mean of K sampled answers (T=1) per prompt")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("sft", "virl"):
@@ -37,7 +38,7 @@ def main(argv=None):
 
     from benchmarks.heldout import run
 
-    results, tables = run({"sft": args.sft, "virl": args.virl}, args.model, args.rows, args.max_new_tokens, args.limit, 2)
+    results, tables = run({"sft": args.sft, "virl": args.virl}, args.model, args.rows, args.max_new_tokens, args.limit, 2, args.samples)
     print(format_table(tables))
     mean, low, high = bootstrap_diff(results["sft"].overall, results["virl"].overall)
     verdict = "excludes 0" if low > 0 or high < 0 else "includes 0"

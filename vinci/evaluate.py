@@ -104,6 +104,15 @@ def evaluate(
     return scored
 
 
+def average(runs: list[Scored]) -> Scored:
+    """Per-prompt means over several evaluations of the same rows (e.g. K sampled answers)."""
+    out = Scored(languages=list(runs[0].languages), texts=list(runs[0].texts))
+    for name in ("overall", "visual", "format", "rendered"):
+        columns = [getattr(run, name) for run in runs]
+        setattr(out, name, [sum(values) / len(values) for values in zip(*columns)])
+    return out
+
+
 def bootstrap_diff(a: list[float], b: list[float], iterations: int = 10000, seed: int = 0) -> tuple[float, float, float]:
     """Mean of b - a over paired samples and its 95% bootstrap interval: (mean, low, high)."""
     diff = torch.tensor(b, dtype=torch.float64) - torch.tensor(a, dtype=torch.float64)  # [n]
