@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from vinci.render import RenderPool
+from vinci.render import RenderJob, RenderPool
 
 # Processes that legitimately live under a pool: the sandbox launcher, the worker itself,
 # and a warm browser.
@@ -23,6 +23,8 @@ TINY_CHART = "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\n"
 def pool():
     """One warm pool for the whole render test session (2 workers of each kind)."""
     with RenderPool(workers=2, timeout=20.0) as shared:
+        # wait for the python workers' warm-up here, so a test's timing covers only its own job
+        shared.render_many([RenderJob("python", "import matplotlib.pyplot as plt\nplt.plot([1, 2])\n")] * 2)
         yield shared
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+from pathlib import Path
 import logging
 import os
 import shutil
@@ -117,15 +118,30 @@ BWRAP_ARGS = (
 )  # fmt: skip
 
 
+def tmp_rebinds() -> tuple[str, ...]:
+    """Read-only binds for what the worker needs that the private /tmp would hide.
+
+    A checkout or virtualenv under /tmp (a CI clone, say) vanishes behind `--tmpfs /tmp`, and
+    bwrap then cannot even start the interpreter. Binding them back read-only after the tmpfs
+    keeps them usable and still unwritable.
+    """
+    needed = sorted({Path(__file__).resolve().parents[2], Path(sys.prefix).resolve(), Path(sys.prefix)})
+    tmp = Path("/tmp").resolve()
+    keep = [p for p in needed if p.is_relative_to(tmp) or p.is_relative_to("/tmp")]
+    keep = [p for p in keep if not any(p != q and p.is_relative_to(q) for q in keep)]  # outermost only
+    return tuple(arg for p in keep for arg in ("--ro-bind", str(p), str(p)))
+
+
 @functools.lru_cache(maxsize=1)
 def bwrap_prefix() -> tuple[Optional[tuple[str, ...]], str]:
     """(bwrap argv prefix, description) if bubblewrap works here, else (None, why not)."""
     exe = shutil.which("bwrap")
     if exe is None:
         return None, "bubblewrap (bwrap) is not installed"
-    candidates = [(exe, *BWRAP_ARGS)]
+    args = (*BWRAP_ARGS, *tmp_rebinds())
+    candidates = [(exe, *args)]
     if os.geteuid() != 0:  # unprivileged bwrap needs a user namespace
-        candidates = [(exe, *BWRAP_ARGS, "--unshare-user")]
+        candidates = [(exe, *args, "--unshare-user")]
     why = ""
     for prefix in candidates:
         try:
