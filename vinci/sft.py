@@ -83,29 +83,18 @@ class SFTModule(BackboneModule):
     def _log_samples(self, batch: SFTBatch) -> None:
         """Greedy-decode the first validation prompts and write prompt/answer text to the logger."""
         from vinci.generation import sample
+        from vinci.rollout import rows_of
 
         n = min(self.show_samples, batch.labels.shape[0])
         texts = []
         for row in range(n):
             answer_start = int((batch.labels[row] != -100).nonzero()[0])
-            prompt_ids = batch.inputs["input_ids"][row : row + 1, :answer_start]
-            inputs = {"input_ids": prompt_ids, "attention_mask": batch.inputs["attention_mask"][row : row + 1, :answer_start]}
-            inputs.update(self._image_inputs(batch, row))
+            inputs = rows_of(batch.inputs, [row])  # this row with its own image patches
+            for key, value in inputs.items():  # keep only the prompt of per-token tensors
+                if torch.is_tensor(value) and value.shape[:2] == (1, batch.labels.shape[1]):
+                    inputs[key] = value[:, :answer_start]
             done = sample(self.model, self.processor, inputs, do_sample=False, max_new_tokens=self.sample_max_new_tokens)
             texts.append(f"**sample {row}**\n\n```\n{done.texts[0]}\n```")
         experiment = getattr(self.logger, "experiment", None)
         if experiment is not None and hasattr(experiment, "add_text"):
             experiment.add_text("val/samples", "\n\n".join(texts), self.global_step)
-
-    @staticmethod
-    def _image_inputs(batch: SFTBatch, row: int) -> dict[str, torch.Tensor]:
-        """The pixel inputs of one row of a batch whose images were concatenated patch-wise."""
-        grid = batch.inputs.get("image_grid_thw")  # [B, 3] patches per image = t * h * w
-        if grid is None:
-            return {}
-        sizes = grid.prod(dim=1).tolist()
-        start = sum(sizes[:row])
-        return {
-            "pixel_values": batch.inputs["pixel_values"][start : start + sizes[row]],
-            "image_grid_thw": grid[row : row + 1],
-        }

@@ -96,7 +96,6 @@ class ViRLModule(BackboneModule):
         self.drop_zero_std_groups = drop_zero_std_groups
         self.temperature = 1.0  # set by the sampler: log-probs use the sampling distribution
         self.rollout: Optional[Rollout] = None  # filled by the callbacks for the current batch
-        self.step_stats: dict[str, float] = {}  # last step's scalars, read by the logger
 
     def prepare_data(self) -> None:
         super().prepare_data()
@@ -192,7 +191,6 @@ class ViRLModule(BackboneModule):
             frac_reward_zero_std=grpo.frac_zero_std(everyone),
             groups_kept=float(keep.float().mean()),
         )
-        self.step_stats = stats
         self.log("train/visual_epoch", self.visual, on_step=False, on_epoch=True, batch_size=B)  # Lightning syncs + resets it
         for name, value in stats.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=B)
