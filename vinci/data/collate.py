@@ -12,7 +12,7 @@ templates that would make the masking wrong.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -56,6 +56,8 @@ class RLBatch:
     languages: list[str]  # [B] canonical target language per prompt
     prompts: list[str]  # [B] raw prompt text (for logging)
     answers: list[Any]  # [B] reference answers or None
+    sources: list[str] = field(default_factory=list)  # [B] where each row came from (file, file:row)
+    ids: list[str] = field(default_factory=list)  # [B] stable file-name-safe ids; empty when any example has none
 
 
 def encode_sft(processor, example) -> tuple[dict[str, torch.Tensor], int]:
@@ -125,4 +127,12 @@ class RLCollator:
             languages=[e.language for e in examples],
             prompts=[e.prompt for e in examples],
             answers=[e.answer for e in examples],
+            sources=[e.source for e in examples],
+            ids=_ids(examples),
         )
+
+
+def _ids(examples) -> list[str]:
+    """Every example's id, or none at all: a partial list would misalign ids and rows."""
+    ids = [getattr(e, "id", None) for e in examples]
+    return [] if None in ids else ids

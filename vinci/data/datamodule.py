@@ -5,6 +5,8 @@
 
 With `synthetic` set and no explicit files, the corpus is built in `prepare_data` when its
 manifest is missing, and the split files of the chosen stage's schema are read from it.
+With `benchmark` set, `validate`, `test` and `predict` read that folder instead
+(`vinci.data.benchmark.read_benchmark`); `fit` keeps its own train/val splits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from vinci.data.collate import RLCollator, SFTCollator
+from vinci.render.options import RenderOptions
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,20 @@ class Synthetic:
     refine_fraction: float = 0.5  # share of programs that also get a visual-refinement row (image + flawed code)
 
 
+@dataclass
+class Benchmark:
+    """A benchmark served to validate/test/predict in place of the splits (vinci.data.benchmark)."""
+
+    dir: str  # folder of programs (+ NAME.png references), of bare images, or a rows file / save_to_disk dir
+    kind: Literal["auto", "programs", "images", "rows"] = "auto"  # auto: decided from what `dir` holds
+    language: Optional[str] = None  # needed for bare images; otherwise keeps only that language's entries
+    references_dir: Optional[str] = None  # render cache for programs without a PNG; null: artifacts/references/
+    limit: Optional[int] = None  # read only the first N entries in name order; null: all
+    workers: int = 2  # render processes for references without a PNG (per renderer kind)
+    timeout: float = 30.0  # seconds per reference render; a failure is a bad row (see on_bad_row)
+    render: Optional[RenderOptions] = None  # how those references are drawn; null: RenderOptions() (native sizes)
+
+
 class VinciDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -43,6 +60,7 @@ class VinciDataModule(L.LightningDataModule):
         val: Optional[str] = None,
         test: Optional[str] = None,
         synthetic: Optional[Synthetic] = None,
+        benchmark: Optional[Benchmark] = None,
         processor: str = "artifacts/tiny-vlm",
         batch_size: int = 8,
         num_workers: int = 0,
@@ -58,6 +76,10 @@ class VinciDataModule(L.LightningDataModule):
             val: rows for validation; default: the synthetic corpus's split, none without a corpus.
             test: rows for `test`; default: the synthetic corpus's held-out split.
             synthetic: build and use the procedural corpus when files are not given.
+            benchmark: a benchmark folder (ChartMimic-style programs with PNGs, programs whose
+                references are rendered once and cached, bare images for predict) or rows file;
+                when set, validate/test/predict read it instead of val/test. Batches carry each
+                entry's id (NAME) and source path.
             processor: model directory or hub id whose processor tokenises (linked to the model's).
             batch_size: examples per batch (prompts per batch for the rl stage).
             num_workers: DataLoader worker processes.
@@ -72,6 +94,7 @@ class VinciDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.stage = stage
         self.synthetic = synthetic
+        self.benchmark = benchmark
         self.paths = {"train": train, "val": val, "test": test}
         self.processor_name = processor
         self.batch_size = batch_size
@@ -80,6 +103,7 @@ class VinciDataModule(L.LightningDataModule):
         self.read_kwargs = dict(on_bad_row=on_bad_row, min_pixels=min_pixels, max_pixels=max_pixels)
         self.processor = None
         self.datasets: dict[str, Dataset] = {}
+        self.current_stage: Optional[str] = None
 
     def prepare_data(self) -> None:
         if self.synthetic is None:
@@ -112,11 +136,26 @@ class VinciDataModule(L.LightningDataModule):
     def load_split(self, split: str) -> Optional[Dataset]:
         from vinci.data.rows import read_rows
 
+        if split == "benchmark":
+            return self.load_benchmark()
         path = self.split_path(split)
         if path is None:
             return None
         rows = read_rows(path, schema=self.stage, **self.read_kwargs)
         return self.filter_long(rows, path)
+
+    def load_benchmark(self) -> Dataset:
+        from vinci.data.benchmark import read_benchmark
+
+        b = self.benchmark
+        entries = read_benchmark(b.dir, kind=b.kind, language=b.language, references_dir=b.references_dir,
+                                 render_options=b.render, workers=b.workers, timeout=b.timeout, limit=b.limit,
+                                 **self.read_kwargs)
+        if self.stage == "sft" and any(row.answer is None for row in entries.rows):
+            raise ValueError(f"{b.dir}: entries without a reference program make no SFT batches; set data.stage: rl")
+        if len(entries) == 0:
+            raise ValueError(f"{b.dir}: the benchmark has no usable entries")
+        return self.filter_long(entries, Path(b.dir))
 
     def filter_long(self, rows, path: Path):
         """Drop rows longer than max_length tokens (never truncate), and say how many.
@@ -160,7 +199,10 @@ class VinciDataModule(L.LightningDataModule):
             from vinci.backbone import load_processor
 
             self.processor = load_processor(self.processor_name)
+        self.current_stage = stage  # which split val_dataloader serves: fit validates on val
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}[stage]
+        if stage != "fit" and self.benchmark is not None:
+            wanted = ("benchmark",)
         for split in wanted:
             if split not in self.datasets:
                 dataset = self.load_split(split)
@@ -187,11 +229,15 @@ class VinciDataModule(L.LightningDataModule):
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
 
+    def _eval_split(self, default: str) -> str:
+        """The benchmark outside fit when one is set, else the given split."""
+        return "benchmark" if self.benchmark is not None and self.current_stage != "fit" else default
+
     def val_dataloader(self):
-        return self._loader("val", shuffle=False)
+        return self._loader(self._eval_split("val"), shuffle=False)
 
     def test_dataloader(self):
-        return self._loader("test", shuffle=False)
+        return self._loader(self._eval_split("test"), shuffle=False)
 
     def predict_dataloader(self):
-        return self._loader("test", shuffle=False)
+        return self._loader(self._eval_split("test"), shuffle=False)

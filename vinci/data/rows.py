@@ -22,7 +22,8 @@ Every row is validated when the file is read (fields, the language, and each ima
 integrity via ``PIL.Image.verify``); images are decoded lazily in ``__getitem__``. A bad row raises
 `BadRowError` naming file, 0-based row index and field, or with ``on_bad_row="skip"`` is dropped
 and counted, and one summary line is logged. A file that cannot be read at all always raises.
-Row indices are 0-based and count data rows (JSON lines / list items / table rows).
+Row indices are 0-based and count data rows (JSON lines / list items / table rows); each
+Example's ``id`` is ``<file stem>-row<index>``, stable across reads and usable as a file name.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Example:
     language: str  # canonical: python | svg | html | latex
     answer: Optional[str]  # fenced code for SFT rows; reference answer for RL rows (may be None)
     source: str  # "path/to/file.jsonl:row 12"
+    id: Optional[str] = None  # stable and usable as a file name: "<file stem>-row12", a benchmark's NAME
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,11 @@ class RowSet(Dataset):
         except ImageError as err:  # the file changed or broke after validation
             raise BadRowError(self.file, row.index, "images", err.reason, err.detail) from err
         image = fit_pixels(image, self.min_pixels, self.max_pixels)
-        return Example(image, row.prompt, row.language, row.answer, row.source)
+        return Example(image, row.prompt, row.language, row.answer, row.source, self.row_id(row))
+
+    def row_id(self, row: Row) -> str:
+        """``<file stem>-row<index>``: stable across reads and usable as a file name."""
+        return f"{Path(self.file).resolve().stem}-row{row.index}"
 
     def select(self, indices: Sequence[int]) -> "RowSet":
         rows = [self.rows[i] for i in indices]
