@@ -1,1 +1,2 @@
-"""Lightning callbacks: adapter export, and the ViRL pipeline (rollout, render, reward logging)."""
+"""Lightning callbacks: adapter export, the ViRL pipeline (rollout, render, reward logging), and
+the prediction writer of `predict` (predictions.jsonl, images, report.html)."""
