@@ -17,12 +17,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from vinci.render import sandbox
 from vinci.render.options import RenderOptions, SandboxLimits
 from vinci.render.protocol import FrameReader, ProtocolError, frame_to_image, write_frame
 from vinci.render.result import FAILURE_KINDS, RenderResult
+from vinci.render.trace import clean_trace
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,16 @@ def _worker_env(use_bwrap: bool) -> dict[str, str]:
         "VINCI_MPL_SEED": cache,
         "VINCI_RENDER_BWRAP": "1" if use_bwrap else "0",
     }
+
+
+class WorkItem(NamedTuple):
+    """One job as the pool hands it to a worker (defaults already resolved)."""
+
+    language: str  # canonical
+    code: str
+    timeout: float
+    options: RenderOptions
+    trace: bool = False  # python only: send back the figure's call trace
 
 
 class WorkerStartError(RuntimeError):
@@ -122,24 +133,31 @@ class WorkerHandle:
             raise WorkerStartError(header.get("kind", "crash"), header.get("error", "worker failed to start"))
         self.ready = True
 
-    def run(self, items: list[tuple[str, str, float, RenderOptions]], limits: SandboxLimits) -> list[RenderResult]:
-        """Render (language, code, timeout, options) items in this worker; results in order."""
+    def run(self, items: list[WorkItem], limits: SandboxLimits) -> list[RenderResult]:
+        """Render the items in this worker; results in order."""
         started = time.monotonic()
 
         def failures(kind, error):
             seconds = time.monotonic() - started
-            return [RenderResult.failure(kind, error, seconds, language) for language, *_ in items]
+            return [RenderResult.failure(kind, error, seconds, item.language) for item in items]
 
         try:
             self.ensure_ready()
         except WorkerStartError as error:
             return failures(error.kind, str(error))
-        codes = [code.encode("utf-8", errors="replace") for _, code, _, _ in items]
+        codes = [item.code.encode("utf-8", errors="replace") for item in items]
         jobs = [
-            {"language": language, "timeout": timeout, "options": options.to_dict(), "limits": limits.to_dict(), "length": len(code)}
-            for (language, _, timeout, options), code in zip(items, codes)
+            {
+                "language": item.language,
+                "timeout": item.timeout,
+                "options": item.options.to_dict(),
+                "limits": limits.to_dict(),
+                "length": len(code),
+                "trace": bool(item.trace and item.language == "python"),
+            }
+            for item, code in zip(items, codes)
         ]
-        budget = sum(timeout for _, _, timeout, _ in items)
+        budget = sum(item.timeout for item in items)
         try:
             write_frame(self.proc.stdin.fileno(), {"jobs": jobs}, b"".join(codes))
             frame = self._wait_frame(time.monotonic() + budget + limits.grace_s)
@@ -193,10 +211,10 @@ class WorkerHandle:
         self.kill()
 
 
-def _unpack(results: list[dict], payload: bytes, items) -> list[RenderResult]:
+def _unpack(results: list[dict], payload: bytes, items: list[WorkItem]) -> list[RenderResult]:
     """RenderResults from a worker reply (images concatenated in the payload)."""
     out, offset = [], 0
-    for reply, (language, _, _, options) in zip(results, items):
+    for reply, (language, _, _, options, traced) in zip(results, items):
         seconds = float(reply.get("seconds", 0.0))
         if not reply.get("ok"):
             kind = reply.get("kind") if reply.get("kind") in FAILURE_KINDS else "crash"
@@ -209,7 +227,8 @@ def _unpack(results: list[dict], payload: bytes, items) -> list[RenderResult]:
         except ProtocolError as error:
             out.append(RenderResult.failure("crash", f"malformed render: {error}", seconds, language))
         else:
-            out.append(RenderResult(True, image, None, seconds, None, language))
+            trace = clean_trace(reply.get("trace")) if traced and language == "python" else None
+            out.append(RenderResult(True, image, None, seconds, None, language, trace))
         offset += size
     return out
 

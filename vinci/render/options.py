@@ -100,9 +100,11 @@ class SandboxLimits:
 @dataclass
 class RenderJob:
     """One program to render. `timeout` None uses the pool's timeout; `options` None the
-    pool's options."""
+    pool's options. `trace` (python only; ignored for other languages): also return the
+    call trace of the figure in `RenderResult.trace` (see `vinci.render.trace`)."""
 
     language: str
     code: str
     timeout: Optional[float] = None
     options: Optional[RenderOptions] = None
+    trace: bool = False

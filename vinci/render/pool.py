@@ -20,7 +20,7 @@ import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Optional, Sequence
 
-from vinci.render.handle import WorkerHandle
+from vinci.render.handle import WorkerHandle, WorkItem
 from vinci.render.options import RenderJob, RenderOptions, SandboxLimits, worker_kind
 from vinci.render.result import RenderResult
 from vinci.tasks import canonical
@@ -125,16 +125,22 @@ class RenderPool:
         """
         self._check_usable()
         items = [
-            (canonical(job.language), job.code, float(self.timeout if job.timeout is None else job.timeout), job.options or self.options)
+            WorkItem(
+                canonical(job.language),
+                job.code,
+                float(self.timeout if job.timeout is None else job.timeout),
+                job.options or self.options,
+                job.trace,
+            )
             for job in jobs
         ]  # canonical() raises ValueError for an unknown language before any work starts
-        svg = [i for i, item in enumerate(items) if item[0] == "svg"]
+        svg = [i for i, item in enumerate(items) if item.language == "svg"]
         size = max(1, min(MAX_SVG_BATCH, math.ceil(len(svg) / (2 * len(self._handles["light"])))))
         batches = [svg[k : k + size] for k in range(0, len(svg), size)]
-        batches += [[i] for i, item in enumerate(items) if item[0] != "svg"]
+        batches += [[i] for i, item in enumerate(items) if item.language != "svg"]
         futures = []
         for batch in batches:
-            kind = worker_kind(items[batch[0]][0])
+            kind = worker_kind(items[batch[0]].language)
             futures.append((batch, self._executors[kind].submit(self._run_batch, kind, [items[i] for i in batch])))
         results: list[Optional[RenderResult]] = [None] * len(items)
         for batch, future in futures:

@@ -8,6 +8,8 @@ Runs inside a job process. Whatever the program does, the figure is captured:
 - a program that does neither gets its last open figure captured when it ends.
 The last capture wins. Simplification: only one figure is returned, and the program's own
 savefig `dpi` is ignored so that every render of a program has the same resolution.
+With a `CallTracer` (see `trace`), the plotting calls are recorded while the program runs and
+each capture also reads the call trace off the figure it rasterised.
 Plotly (`write_image`) is out of scope and fails with kind 'unsupported'.
 """
 
@@ -18,7 +20,7 @@ import importlib.abc
 import io
 import sys
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Optional
 
 from PIL import Image
@@ -26,6 +28,7 @@ from PIL import Image
 from vinci.render.options import RenderOptions
 from vinci.render.protocol import on_white
 from vinci.render.result import RenderFailure
+from vinci.render.trace import CallTracer
 
 SAVE_KWARGS = ("bbox_inches", "pad_inches", "facecolor", "edgecolor", "transparent", "bbox_extra_artists")
 UNSUPPORTED = ("plotly", "kaleido", "bokeh", "altair")
@@ -80,10 +83,12 @@ class _BlockUnsupported(importlib.abc.MetaPathFinder):
 
 
 class FigureCapture:
-    """Intercepts savefig/show and keeps the last rasterised figure."""
+    """Intercepts savefig/show and keeps the last rasterised figure (and, with a tracer, the
+    last figure's call trace)."""
 
-    def __init__(self, options: RenderOptions):
+    def __init__(self, options: RenderOptions, tracer: Optional[CallTracer] = None):
         self.options = options
+        self.tracer = tracer
         self.image: Optional[Image.Image] = None
         self.failure: Optional[RenderFailure] = None
         self._savefig = None
@@ -100,6 +105,8 @@ class FigureCapture:
             raise self.failure
         kwargs = {k: save_kwargs[k] for k in SAVE_KWARGS if k in save_kwargs}
         buffer = io.BytesIO()
+        if self.tracer is not None:
+            self.tracer.collect_texts()
         self._savefig(figure, buffer, format="png", dpi=dpi, pil_kwargs={"compress_level": 1}, **kwargs)
         image = Image.open(buffer)
         reason = self.options.check_size(*image.size)
@@ -107,6 +114,8 @@ class FigureCapture:
             self.failure = RenderFailure("limit", reason)
             raise self.failure
         self.image = on_white(image)
+        if self.tracer is not None:
+            self.tracer.capture(figure)
 
     @contextmanager
     def installed(self):
@@ -131,7 +140,10 @@ class FigureCapture:
         Figure.savefig, plt.savefig, plt.show = savefig, pyplot_savefig, show
         sys.meta_path.insert(0, blocker)
         try:
-            yield self
+            with ExitStack() as stack:
+                if self.tracer is not None:
+                    stack.enter_context(self.tracer.installed())
+                yield self
         finally:
             Figure.savefig = self._savefig
             plt.savefig, plt.show = originals
@@ -149,8 +161,9 @@ def _describe(error: BaseException) -> str:
     return f"{text} (line {line})" if line else text
 
 
-def render_python(code: str, options: RenderOptions) -> Image.Image:
-    """Run a matplotlib program and return its figure as RGB on white."""
+def render_python(code: str, options: RenderOptions, tracer: Optional[CallTracer] = None) -> Image.Image:
+    """Run a matplotlib program and return its figure as RGB on white. With `tracer`, the
+    captured figure's call trace is left in `tracer.trace`."""
     import matplotlib.pyplot as plt
 
     try:
@@ -158,7 +171,7 @@ def render_python(code: str, options: RenderOptions) -> Image.Image:
     except (SyntaxError, ValueError) as error:
         where = f" (line {error.lineno})" if getattr(error, "lineno", None) else ""
         raise RenderFailure("syntax", f"{type(error).__name__}: {getattr(error, 'msg', error)}{where}")
-    capture = FigureCapture(options)
+    capture = FigureCapture(options, tracer)
     with capture.installed():
         try:
             exec(program, {"__name__": "__main__", "__builtins__": builtins})

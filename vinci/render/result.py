@@ -20,6 +20,7 @@ class RenderResult:
     seconds: float = 0.0  # wall-clock time of the job
     kind: Optional[FailureKind] = None  # failure kind, None when ok
     language: str = ""  # canonical language the job was rendered as
+    trace: Optional[dict] = None  # call trace of a python job rendered with trace=True (see render.trace)
 
     @classmethod
     def failure(cls, kind: FailureKind, error: str, seconds: float = 0.0, language: str = ""):

@@ -7,7 +7,8 @@ A `light` worker does the same for svg and latex with only cairosvg imported: fo
 small process is several times cheaper than forking one that holds matplotlib, and svg jobs
 take milliseconds. A `browser` worker keeps one Chromium warm and renders html jobs in it,
 killing and restarting the browser when a page hangs. One job at a time; EOF on stdin ends
-the worker.
+the worker. A python job marked `trace` also sends back the call trace of its figure (see
+`trace`); the worker checks and caps it before passing it on.
 """
 
 from __future__ import annotations
@@ -30,22 +31,44 @@ from vinci.render.jobs import JobOutcome, run_jobs
 from vinci.render.options import WORKER_KINDS, RenderOptions, SandboxLimits
 from vinci.render.protocol import FrameReader, ProtocolError, frame_to_image, image_to_frame, write_frame
 from vinci.render.result import FAILURE_KINDS, RenderFailure
+from vinci.render.trace import clean_trace
 
 log = logging.getLogger("vinci.render.worker")
 IN_BWRAP = os.environ.get("VINCI_RENDER_BWRAP") == "1"
 
 
-def _renderers(kind: str) -> dict[str, Callable]:
+# A renderer runs inside the job process: (code, options, timeout, trace) -> result frame.
+Renderer = Callable[[str, RenderOptions, float, bool], tuple[dict, bytes]]
+
+
+def _python_frame(code: str, options: RenderOptions, timeout: float, trace: bool) -> tuple[dict, bytes]:
+    """Render a matplotlib program; with `trace`, its call trace rides in the header."""
+    from vinci.render import python
+    from vinci.render.trace import CallTracer
+
+    tracer = CallTracer() if trace else None
+    header, payload = image_to_frame(python.render_python(code, options, tracer))
+    if tracer is not None:
+        header["trace"] = tracer.trace
+        if tracer.error:
+            header["trace_error"] = tracer.error
+    return header, payload
+
+
+def _renderers(kind: str) -> dict[str, Renderer]:
     if kind == "chart":
         from vinci.render import python
 
         python.preload()
-        return {"python": lambda code, options, timeout: python.render_python(code, options)}
+        return {"python": _python_frame}
     from vinci.render import svg
     from vinci.render.latex import render_latex
 
     svg.preload()
-    return {"svg": lambda code, options, timeout: svg.render_svg(code, options), "latex": render_latex}
+    return {
+        "svg": lambda code, options, timeout, trace: image_to_frame(svg.render_svg(code, options)),
+        "latex": lambda code, options, timeout, trace: image_to_frame(render_latex(code, options, timeout)),
+    }
 
 
 def _signal_reason(signum: int) -> tuple[str, str]:
@@ -62,15 +85,21 @@ def _signal_reason(signum: int) -> tuple[str, str]:
     return "crash", f"the program crashed ({name})"
 
 
-def classify(outcome: JobOutcome, timeout: float, limits: SandboxLimits, max_pixels: int):
-    """(reply header, payload) for a finished job."""
+def classify(outcome: JobOutcome, timeout: float, limits: SandboxLimits, max_pixels: int, trace: bool = False):
+    """(reply header, payload) for a finished job; with `trace`, the job's call trace checked
+    and capped (`trace.clean_trace`), None when it sent none."""
     header = outcome.header
     if header is not None and header.get("ok"):
         try:
             frame_to_image(header, outcome.payload, max_pixels)
         except ProtocolError as error:
             return {"ok": False, "kind": "crash", "error": f"malformed result: {error}"}, b""
-        return {"ok": True, "size": header["size"]}, outcome.payload
+        reply = {"ok": True, "size": header["size"]}
+        if trace:
+            reply["trace"] = clean_trace(header.get("trace"))
+            if header.get("trace") is None:
+                log.warning("no call trace: %s", str(header.get("trace_error", "the job sent none"))[:300])
+        return reply, outcome.payload
     if outcome.output_overflow:
         cap = limits.output_bytes
         return {"ok": False, "kind": "limit", "error": f"output exceeded the {cap}-byte stdout/stderr cap"}, b""
@@ -88,10 +117,6 @@ def classify(outcome: JobOutcome, timeout: float, limits: SandboxLimits, max_pix
     tail = outcome.output.decode(errors="replace").strip().splitlines()[-1:] or [""]
     detail = f": {tail[0][:200]}" if tail[0] else ""
     return {"ok": False, "kind": "no-output", "error": f"the program exited without an image{detail}"}, b""
-
-
-def _render_to_frame(render: Callable, code: str, options: RenderOptions, timeout: float) -> tuple[dict, bytes]:
-    return image_to_frame(render(code, options, timeout))
 
 
 class Worker:
@@ -134,6 +159,7 @@ class Worker:
     def _run(self, jobs: list[dict], codes: list[str]) -> list[tuple[dict, bytes]]:
         options = [RenderOptions.from_dict(job.get("options", {})) for job in jobs]
         timeouts = [float(job["timeout"]) for job in jobs]
+        traces = [job.get("trace") is True for job in jobs]
         limits = SandboxLimits.from_dict(jobs[0].get("limits", {}))
         if self.kind == "browser":
             return [self._browser_job(code, opt, t) for code, opt, t in zip(codes, options, timeouts)]
@@ -141,7 +167,7 @@ class Worker:
         if render is None:
             return [({"ok": False, "kind": "unsupported", "error": f"no renderer for {jobs[0]['language']}"}, b"")] * len(jobs)
         targets = [
-            functools.partial(_render_to_frame, render, code, opt, t) for code, opt, t in zip(codes, options, timeouts)
+            functools.partial(render, code, opt, t, tr) for code, opt, t, tr in zip(codes, options, timeouts, traces)
         ]
         workdir = tempfile.mkdtemp(prefix="job-", dir=self.jobs_root)
         try:
@@ -152,8 +178,8 @@ class Worker:
             shutil.rmtree(workdir, ignore_errors=True)
             self._wipe_shared_tmp()
         replies = []
-        for outcome, opt, t in zip(outcomes, options, timeouts):
-            reply, body = classify(outcome, t, limits, opt.max_pixels)
+        for outcome, opt, t, tr in zip(outcomes, options, timeouts, traces):
+            reply, body = classify(outcome, t, limits, opt.max_pixels, tr)
             reply["seconds"] = outcome.seconds
             replies.append((reply, body))
         return replies
