@@ -73,10 +73,8 @@ def evaluate(
 ) -> Scored:
     """Generate for every example in `rows` (a Dataset of Example), render and score."""
     from vinci.data.collate import RLCollator
+    from vinci.eval.scoring import score_samples
     from vinci.generation import sample
-    from vinci.render import RenderJob
-    from vinci.reward.format import composite_reward, extract_code, format_reward
-    from vinci.reward.similarity import visual_reward
 
     collate = RLCollator(processor)
     scored = Scored()
@@ -85,21 +83,12 @@ def evaluate(
         examples = [rows[i] for i in range(start, min(len(rows), start + batch_size))]
         batch = collate(examples)
         done = sample(net, processor, batch.inputs, num_samples=1, max_new_tokens=max_new_tokens, do_sample=do_sample)
-        codes = [extract_code(t, lang) for t, lang in zip(done.texts, batch.languages)]
-        jobs = [(i, RenderJob(lang, code)) for i, (code, lang) in enumerate(zip(codes, batch.languages)) if code is not None]
-        results = pool.render_many([job for _, job in jobs])
-        images = [None] * len(examples)
-        for (i, _), result in zip(jobs, results):
-            images[i] = result.image if result.ok else None
-        visual = visual_reward(images, batch.images, encoder).float().cpu()  # [n], None scores 0
-        formats = format_reward(done.texts, batch.languages)
-        rendered = torch.tensor([float(image is not None) for image in images])
-        parts = composite_reward(visual, formats, rendered)
+        samples = score_samples(done.texts, batch.languages, batch.images, pool, encoder=encoder)
         scored.languages += batch.languages
-        scored.overall += parts.overall.tolist()
-        scored.visual += parts.visual.tolist()
-        scored.format += parts.format.tolist()
-        scored.rendered += parts.rendered.tolist()
+        scored.overall += [row["reward"] for row in samples.scores]
+        scored.visual += [row["visual"] for row in samples.scores]
+        scored.format += [row["format"] for row in samples.scores]
+        scored.rendered += [row["render"] for row in samples.scores]
         scored.texts += done.texts
     return scored
 

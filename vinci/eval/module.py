@@ -1,0 +1,196 @@
+"""EvalModule: the `validate`, `test` and `predict` subcommands.
+
+    python main.py test --config configs/eval.yaml                 # synthetic held-out split
+    python main.py test --config configs/eval.yaml --data.benchmark.dir ../shared/corpora/chart
+    python main.py predict --config configs/eval.yaml --data.benchmark.dir ../shared/corpora/chart
+
+Each batch of prompts (RL batches: left-padded prompts + reference images) is answered once
+(greedy by default), the code is extracted and rendered in the sandboxed pool, and every
+sample is scored (`vinci.eval.scoring`). `validate`/`test` log per-domain means as
+torchmetrics Metrics (`vinci.eval.metrics`); `predict` returns one `Prediction` per sample for
+the `PredictionWriter` callback, which writes predictions.jsonl, the renders and report.html.
+
+For charts whose reference program is known (ChartMimic-style folders, RL rows with an
+answer), the reference is rendered once with call tracing and its trace kept for the run, so
+the low-level F1 scores compare the calls of both programs.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from vinci.backbone import Backbone
+from vinci.data.collate import RLBatch
+from vinci.eval.metrics import DomainScores
+from vinci.eval.records import Prediction, safe_id
+from vinci.eval.scoring import reference_program, score_samples
+from vinci.module import BackboneModule
+from vinci.render.options import RenderOptions
+
+
+class EvalModule(BackboneModule):
+    def __init__(
+        self,
+        backbone: Backbone,
+        max_new_tokens: int = 1024,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        workers: int = 2,
+        timeout: float = 10.0,
+        render_options: Optional[RenderOptions] = None,
+        encoder: str = "pixel",
+        tile_size: int = 448,
+        max_tiles: int = 12,
+        global_weight: Optional[float] = None,
+        format_weight: float = 0.1,
+        seed: int = 0,
+    ):
+        """
+        Args:
+            backbone: model and the adapter to evaluate (`backbone.adapter`; None = the base model).
+            max_new_tokens: length cap of each answer.
+            do_sample: sample instead of greedy decoding.
+            temperature: sampling temperature (do_sample only).
+            top_p: nucleus sampling mass (do_sample only).
+            workers: render processes.
+            timeout: seconds per program before its render counts as failed.
+            render_options: how programs are rendered (dpi, page size); match the references'.
+            encoder: vision encoder of the visual score: "pixel" or "timm:<model name>".
+            tile_size: crop size of the coarse-to-fine tiling.
+            max_tiles: most local tiles per image.
+            global_weight: share of the thumbnail in the visual score; None = uniform (paper).
+            format_weight: share of the format term in `reward` (as in training).
+            seed: sampling seed (do_sample only).
+        """
+        super().__init__(backbone, optimizer=torch.optim.AdamW)
+        self.save_hyperparameters()
+        self.generation = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
+        self.render_settings = dict(workers=workers, timeout=timeout, options=render_options)
+        self.reward_options = dict(
+            encoder=encoder, format_weight=format_weight, tile_size=tile_size, max_tiles=max_tiles, global_weight=global_weight
+        )
+        self.seed = seed
+        self.scores = DomainScores()
+        self.pool = None
+        self.reference_traces: dict[str, Optional[dict]] = {}  # sample id -> trace of its reference chart program
+
+    # -- render pool lifetime: one warm pool per evaluation run ------------------------------
+    def _start_pool(self) -> None:
+        from vinci.render import RenderPool
+
+        if self.pool is None:
+            self.pool = RenderPool(**self.render_settings).__enter__()
+        if self.generation["do_sample"]:
+            torch.manual_seed(self.seed)
+
+    def _stop_pool(self) -> None:
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            pool.__exit__(None, None, None)
+
+    def on_validation_start(self) -> None:
+        self._start_pool()
+
+    def on_test_start(self) -> None:
+        self._start_pool()
+
+    def on_predict_start(self) -> None:
+        self._start_pool()
+
+    def on_validation_end(self) -> None:
+        self._stop_pool()
+
+    def on_test_end(self) -> None:
+        self._stop_pool()
+
+    def on_predict_end(self) -> None:
+        self._stop_pool()
+
+    def teardown(self, stage: str) -> None:
+        self._stop_pool()
+
+    # -- the shared step ----------------------------------------------------------------------
+    def _reference_traces(self, batch: RLBatch, ids: list[str]) -> list[Optional[dict]]:
+        """[B] call trace of each chart row's reference program, rendered once per run."""
+        from vinci.render import RenderJob
+
+        todo = [
+            (i, program)
+            for i, (language, answer) in enumerate(zip(batch.languages, batch.answers))
+            if language == "python" and ids[i] not in self.reference_traces
+            and (program := reference_program(answer, language)) is not None
+        ]
+        results = self.pool.render_many([RenderJob("python", program, trace=True) for _, program in todo])
+        for (i, _), result in zip(todo, results):
+            self.reference_traces[ids[i]] = result.trace if result.ok else None
+        return [self.reference_traces.get(sample_id) for sample_id in ids]
+
+    def answer(self, batch: RLBatch) -> list[str]:
+        """[B] the model's answer to each prompt."""
+        from vinci.generation import sample
+
+        return sample(self.model, self.processor, batch.inputs, num_samples=1, **self.generation).texts
+
+    def _evaluate(self, batch: RLBatch, batch_idx: int):
+        if not isinstance(batch, RLBatch):
+            raise TypeError(f"EvalModule needs RL batches, got {type(batch).__name__}: set data.stage: rl")
+        ids = self._ids(batch, batch_idx)
+        texts = self.answer(batch)
+        scored = score_samples(
+            texts,
+            batch.languages,
+            batch.images,
+            self.pool,
+            reference_traces=self._reference_traces(batch, ids),
+            **self.reward_options,
+        )
+        return ids, texts, scored
+
+    def _ids(self, batch: RLBatch, batch_idx: int) -> list[str]:
+        ids = list(getattr(batch, "ids", []) or [])
+        if len(ids) != len(batch.images):
+            ids = [f"batch{batch_idx}-{i}" for i in range(len(batch.images))]
+        return [safe_id(i) for i in ids]
+
+    def _log_step(self, batch: RLBatch, scored, stage: str) -> None:
+        self.scores.update(batch.languages, scored.scores)
+        self.scores.log_to(self, stage, batch_size=len(batch.images))
+
+    def validation_step(self, batch: RLBatch, batch_idx: int) -> None:
+        _, _, scored = self._evaluate(batch, batch_idx)
+        self._log_step(batch, scored, "val")
+
+    def test_step(self, batch: RLBatch, batch_idx: int) -> None:
+        _, _, scored = self._evaluate(batch, batch_idx)
+        self._log_step(batch, scored, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.scores.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.scores.reset()
+
+    def predict_step(self, batch: RLBatch, batch_idx: int) -> list[Prediction]:
+        ids, texts, scored = self._evaluate(batch, batch_idx)
+        sources = list(getattr(batch, "sources", []) or []) or ids
+        return [
+            Prediction(
+                id=ids[i],
+                source=sources[i],
+                language=batch.languages[i],
+                prompt=batch.prompts[i],
+                text=texts[i],
+                code=scored.codes[i],
+                scores=scored.scores[i],
+                render_error=scored.errors[i],
+                render=scored.renders[i],
+                reference=batch.images[i],
+            )
+            for i in range(len(texts))
+        ]
+
+    def configure_optimizers(self):
+        raise RuntimeError("EvalModule only evaluates: use `validate`, `test` or `predict`, not `fit`")

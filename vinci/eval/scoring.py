@@ -1,0 +1,106 @@
+"""Per-sample scores of generated programs against their references: pure functions.
+
+    texts [N] -> extract_code -> render in the pool -> per sample:
+      format   1 when the answer has a fenced block in the asked language
+      render   1 when that block rendered to an image
+      visual   coarse-to-fine patch similarity to the reference image (0 when not rendered)
+      ssim     structural similarity of the render, resized to the reference's size (0 when not rendered)
+      reward   0.9 visual + 0.1 format, the ViRL training reward
+      text_f1, type_f1, color_f1, layout_f1
+               charts only, when the reference program is known: ChartMimic-style low-level F1
+               from the matplotlib calls both programs make (`vinci.eval.chart_f1`)
+
+Simplification: SSIM is computed on the RGB images at the reference's resolution with
+torchmetrics' default 11x11 Gaussian window; no LLM-judged high-level score is computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vinci.reward.format import composite_reward, extract_code, format_reward
+from vinci.reward.similarity import visual_reward
+
+
+@dataclass
+class SampleScores:
+    """Scores of N samples, row-aligned with the batch."""
+
+    codes: list[Optional[str]]  # [N] extracted code
+    renders: list[Optional[Image.Image]]  # [N] rendered image or None
+    errors: list[Optional[str]]  # [N] why there is no render, None when rendered
+    scores: list[dict[str, float]] = field(default_factory=list)  # [N] name -> value
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """[3, H, W] float in [0, 1]."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def ssim(render: Optional[Image.Image], reference: Image.Image) -> float:
+    """SSIM of the render resized to the reference's size; 0 for a failed render."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    if render is None:
+        return 0.0
+    if render.size != reference.size:
+        render = render.convert("RGB").resize(reference.size, Image.BICUBIC)
+    value = structural_similarity_index_measure(to_tensor(render)[None], to_tensor(reference)[None], data_range=1.0)
+    return float(value.clamp(0.0, 1.0))
+
+
+def reference_program(answer, language: str) -> Optional[str]:
+    """The reference program of a row: its fenced block, or the answer itself when unfenced."""
+    if not isinstance(answer, str) or not answer.strip():
+        return None
+    return extract_code(answer, language) or answer
+
+
+def score_samples(
+    texts: Sequence[str],
+    languages: Sequence[str],
+    references: Sequence[Image.Image],
+    pool,
+    reference_traces: Optional[Sequence[Optional[dict]]] = None,
+    encoder: str = "pixel",
+    format_weight: float = 0.1,
+    **reward_options,
+) -> SampleScores:
+    """Render and score N generated answers against their reference images (and, for charts
+    with a known reference program, its call trace)."""
+    from vinci.eval.chart_f1 import chart_scores
+    from vinci.render import RenderJob
+
+    codes = [extract_code(text, language) for text, language in zip(texts, languages)]
+    wanted = [i for i, code in enumerate(codes) if code is not None]
+    traced = reference_traces is not None  # a chart's own calls are only needed to compare with its reference's
+    jobs = [RenderJob(languages[i], codes[i], trace=traced and languages[i] == "python") for i in wanted]
+    results = dict(zip(wanted, pool.render_many(jobs)))
+    renders = [results[i].image if i in results and results[i].ok else None for i in range(len(texts))]
+    errors = [
+        None if renders[i] is not None else (results[i].error if i in results else f"no fenced {languages[i]} block")
+        for i in range(len(texts))
+    ]
+    visual = visual_reward(renders, references, encoder, **reward_options).float()  # [N]
+    rendered = torch.tensor([image is not None for image in renders])  # [N]
+    parts = composite_reward(visual, format_reward(texts, languages), rendered, format_weight)
+    out = SampleScores(codes, renders, errors)
+    for i in range(len(texts)):
+        row = {
+            "reward": float(parts.overall[i]),
+            "visual": float(parts.visual[i]),
+            "format": float(parts.format[i]),
+            "render": float(parts.rendered[i]),
+            "ssim": ssim(renders[i], references[i]),
+        }
+        reference_trace = reference_traces[i] if reference_traces else None
+        if languages[i] == "python" and reference_trace is not None:
+            trace = results[i].trace if i in results and results[i].ok else None
+            row.update(chart_scores(trace, reference_trace))
+        out.scores.append(row)
+    return out
