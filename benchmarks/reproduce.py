@@ -89,12 +89,22 @@ def load(name: str) -> dict:
     return yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
 
 
+def virl_config(out: Path, name: str, sft_adapter: str, steps: int = 0) -> dict:
+    """configs/virl.yaml from the given SFT adapter, writing under out/name, with the variant's reward mix."""
+    config = retarget(load("virl"), out, name)
+    config["model"]["init_args"]["backbone"]["adapter"] = sft_adapter
+    config["model"]["init_args"]["global_weight"] = VARIANTS[name]
+    if steps:
+        config["trainer"]["max_steps"] = steps
+    return config
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/reproduce", help="where runs, configs, logs and reports go")
     parser.add_argument("--sft-adapter", default=None, help="reuse this SFT adapter instead of training one")
     parser.add_argument("--virl-steps", type=int, default=0, help="ViRL steps per variant; 0 = configs/virl.yaml's")
-    parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N held-out prompts")
+    parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N held-out prompts (rounded up to whole batches)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args(argv)
     out = (ROOT / args.out).resolve()
@@ -110,11 +120,7 @@ def main(argv=None):
 
     adapters = {"sft": sft_adapter}
     for name in args.variants:
-        config = retarget(load("virl"), out, name)
-        config["model"]["init_args"]["backbone"]["adapter"] = sft_adapter
-        config["model"]["init_args"]["global_weight"] = VARIANTS[name]
-        if args.virl_steps:
-            config["trainer"]["max_steps"] = args.virl_steps
+        config = virl_config(out, name, sft_adapter, args.virl_steps)
         seconds[name] = run("fit", write_config(config, out / "configs" / f"{name}.yaml"), out / "logs" / f"{name}.log")
         adapters[name] = str(out / name / "adapter")
 
@@ -123,7 +129,8 @@ def main(argv=None):
         config = retarget(load("eval"), out, f"test-{name}")
         config["model"]["init_args"]["backbone"]["adapter"] = adapter
         if args.limit:
-            config.setdefault("trainer", {})["limit_predict_batches"] = max(1, args.limit // config["data"]["batch_size"])
+            batches = -(-args.limit // config["data"]["batch_size"])  # whole batches: rounds up
+            config.setdefault("trainer", {})["limit_predict_batches"] = batches
         seconds[f"test-{name}"] = run("predict", write_config(config, out / "configs" / f"test-{name}.yaml"), out / "logs" / f"test-{name}.log")
         results[name] = read_predictions(out / f"test-{name}" / "predictions.jsonl")
 
@@ -131,23 +138,30 @@ def main(argv=None):
     print("\nseconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
 
 
+def paired(results: dict, name: str, base: str) -> str:
+    """Mean paired reward difference name - base over the prompts both answered, with its 95% interval."""
+    if name == base or base not in results:
+        return "—"
+    before = {p.id: p.scores["reward"] for p in results[base]}
+    pairs = [(before[p.id], p.scores["reward"]) for p in results[name] if p.id in before]
+    if not pairs:
+        raise ValueError(f"{name} and {base} share no prompt ids: were they evaluated on the same rows?")
+    mean, low, high = bootstrap_diff([a for a, _ in pairs], [b for _, b in pairs])
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
 def format_results(results: dict) -> str:
-    """Markdown table: mean [95% CI] per score, and the paired reward difference against SFT."""
-    base = {p.id: p.scores["reward"] for p in results["sft"]}
-    head = "| run | n | " + " | ".join(SCORES) + " | reward − SFT |"
-    lines = [head, "|" + "---|" * (len(SCORES) + 3)]
+    """Markdown table: mean [95% CI] per score; paired reward differences against SFT and,
+    for the ablation runs, against coarse-to-fine ViRL."""
+    head = "| run | n | " + " | ".join(SCORES) + " | reward − SFT | reward − c2f |"
+    lines = [head, "|" + "---|" * (len(SCORES) + 4)]
     for name, predictions in results.items():
         cells = []
         for score in SCORES:
             mean, low, high = bootstrap_mean([p.scores[score] for p in predictions])
             cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]")
-        if name == "sft":
-            diff = "—"
-        else:
-            paired = [p for p in predictions if p.id in base]
-            mean, low, high = bootstrap_diff([base[p.id] for p in paired], [p.scores["reward"] for p in paired])
-            diff = f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
-        lines.append(f"| {name} | {len(predictions)} | " + " | ".join(cells) + f" | {diff} |")
+        against_c2f = paired(results, name, "virl-c2f") if name != "sft" else "—"
+        lines.append(f"| {name} | {len(predictions)} | " + " | ".join(cells) + f" | {paired(results, name, 'sft')} | {against_c2f} |")
     return "\n".join(lines)
 
 

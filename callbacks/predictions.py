@@ -2,8 +2,8 @@
 
     output_dir/
       predictions.jsonl     one `Prediction.to_json()` per line, appended and flushed per batch
-      renders/ID.png        full-size render of each sample that rendered
-      references/ID.png     full-size reference image of each sample
+      renders/ID.png        render of each sample that rendered, at its rendered size
+      references/ID.png     reference image of each sample as the model saw it (fitted to max_pixels)
       report.html           written at the end from what is on disk (`vinci.eval.report`)
 
 Each batch is on disk (lines flushed and fsynced) before the next one starts, so a run that
@@ -113,6 +113,10 @@ class PredictionWriter(BasePredictionWriter):
         self.seen[prediction.id] = uses
         if uses > 1:
             renamed = f"{prediction.id}-{uses}"
+            while renamed in self.seen:  # a real id may already look like a renamed one
+                uses += 1
+                renamed = f"{prediction.id}-{uses}"
+            self.seen[prediction.id] = uses
             log.warning("sample id %r repeats; writing it as %r", prediction.id, renamed)
             prediction.id = renamed
             self.seen[renamed] = 1

@@ -178,3 +178,19 @@ def test_datamodule_serves_the_benchmark_to_test_and_predict(tiny_model, tiny_co
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
     assert batch.ids == ["x", "y"] and batch.answers == [None, None] and batch.languages == ["svg", "svg"]
+
+
+def test_missing_references_are_drawn_like_the_models_answers(tiny_model, tmp_path, monkeypatch):
+    """With no `render` of its own, the benchmark draws references with the evaluating module's
+    render options, so reference and answer share a scale."""
+    from types import SimpleNamespace
+
+    monkeypatch.chdir(tmp_path)  # the default reference cache lives under ./artifacts
+    icons = tmp_path / "icons"
+    icons.mkdir()
+    (icons / "dot.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="6"/></svg>')
+    dm = VinciDataModule(stage="rl", benchmark=Benchmark(dir=str(icons)), processor=str(tiny_model),
+                         min_pixels=16, max_pixels=10**6)
+    dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(render_options=RenderOptions(svg_width=120)))
+    dm.setup("test")
+    assert dm.datasets["benchmark"][0].image.size == (120, 120)

@@ -49,7 +49,7 @@ class Benchmark:
     limit: Optional[int] = None  # read only the first N entries in name order; null: all
     workers: int = 2  # render processes for references without a PNG (per renderer kind)
     timeout: float = 30.0  # seconds per reference render; a failure is a bad row (see on_bad_row)
-    render: Optional[RenderOptions] = None  # how those references are drawn; null: RenderOptions() (native sizes)
+    render: Optional[RenderOptions] = None  # how those references are drawn; null: as the model renders answers (EvalModule.render_options), else RenderOptions()
 
 
 class VinciDataModule(L.LightningDataModule):
@@ -148,8 +148,12 @@ class VinciDataModule(L.LightningDataModule):
         from vinci.data.benchmark import read_benchmark
 
         b = self.benchmark
+        render = b.render
+        if render is None:  # draw missing references the way the model's answers will be drawn
+            model = self.trainer.lightning_module if self.trainer is not None else None
+            render = getattr(model, "render_options", None)
         entries = read_benchmark(b.dir, kind=b.kind, language=b.language, references_dir=b.references_dir,
-                                 render_options=b.render, workers=b.workers, timeout=b.timeout, limit=b.limit,
+                                 render_options=render, workers=b.workers, timeout=b.timeout, limit=b.limit,
                                  **self.read_kwargs)
         if self.stage == "sft" and any(row.answer is None for row in entries.rows):
             raise ValueError(f"{b.dir}: entries without a reference program make no SFT batches; set data.stage: rl")

@@ -17,6 +17,7 @@ the low-level F1 scores compare the calls of both programs.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import torch
@@ -28,6 +29,8 @@ from vinci.eval.records import Prediction, safe_id
 from vinci.eval.scoring import reference_program, score_samples
 from vinci.module import BackboneModule
 from vinci.render.options import RenderOptions
+
+log = logging.getLogger(__name__)
 
 
 class EvalModule(BackboneModule):
@@ -68,6 +71,7 @@ class EvalModule(BackboneModule):
         super().__init__(backbone, optimizer=torch.optim.AdamW)
         self.save_hyperparameters()
         self.generation = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
+        self.render_options = render_options  # also how the data module draws references that lack a PNG
         self.render_settings = dict(workers=workers, timeout=timeout, options=render_options)
         self.reward_options = dict(
             encoder=encoder, format_weight=format_weight, tile_size=tile_size, max_tiles=max_tiles, global_weight=global_weight
@@ -75,7 +79,7 @@ class EvalModule(BackboneModule):
         self.seed = seed
         self.scores = DomainScores()
         self.pool = None
-        self.reference_traces: dict[str, Optional[dict]] = {}  # sample id -> trace of its reference chart program
+        self.reference_traces: dict[str, Optional[dict]] = {}  # reference program -> its call trace (None: it failed)
 
     # -- render pool lifetime: one warm pool per evaluation run ------------------------------
     def _start_pool(self) -> None:
@@ -83,6 +87,7 @@ class EvalModule(BackboneModule):
 
         if self.pool is None:
             self.pool = RenderPool(**self.render_settings).__enter__()
+        self.reference_traces.clear()
         if self.generation["do_sample"]:
             torch.manual_seed(self.seed)
 
@@ -114,19 +119,23 @@ class EvalModule(BackboneModule):
 
     # -- the shared step ----------------------------------------------------------------------
     def _reference_traces(self, batch: RLBatch, ids: list[str]) -> list[Optional[dict]]:
-        """[B] call trace of each chart row's reference program, rendered once per run."""
+        """[B] call trace of each chart row's reference program (None: not a chart, no program,
+        or it failed to render), rendered once per run and keyed by the program's text."""
         from vinci.render import RenderJob
 
-        todo = [
-            (i, program)
-            for i, (language, answer) in enumerate(zip(batch.languages, batch.answers))
-            if language == "python" and ids[i] not in self.reference_traces
-            and (program := reference_program(answer, language)) is not None
+        programs = [
+            reference_program(answer, language) if language == "python" else None
+            for language, answer in zip(batch.languages, batch.answers)
         ]
-        results = self.pool.render_many([RenderJob("python", program, trace=True) for _, program in todo])
-        for (i, _), result in zip(todo, results):
-            self.reference_traces[ids[i]] = result.trace if result.ok else None
-        return [self.reference_traces.get(sample_id) for sample_id in ids]
+        todo = sorted({p for p in programs if p is not None and p not in self.reference_traces})
+        timeout = 3 * self.render_settings["timeout"]  # references are trusted to finish; give slow ones room
+        results = self.pool.render_many([RenderJob("python", p, timeout=timeout, trace=True) for p in todo])
+        for program, result, sample_id in zip(todo, results, [ids[programs.index(p)] for p in todo]):
+            self.reference_traces[program] = result.trace if result.ok else None
+            if not result.ok or result.trace is None:
+                log.warning("%s: the reference program did not trace (%s); its chart F1 scores are left out",
+                            sample_id, result.error or "no trace")
+        return [self.reference_traces.get(p) if p is not None else None for p in programs]
 
     def answer(self, batch: RLBatch) -> list[str]:
         """[B] the model's answer to each prompt."""

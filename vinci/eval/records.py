@@ -12,8 +12,8 @@ from PIL import Image
 
 SCORE_NAMES = ("reward", "visual", "format", "render", "ssim", "text_f1", "type_f1", "color_f1", "layout_f1")
 PREDICTIONS_FILE = "predictions.jsonl"
-RENDERS_DIR = "renders"  # full-size render PNGs, one per id
-REFERENCES_DIR = "references"  # full-size reference PNGs, one per id
+RENDERS_DIR = "renders"  # render PNGs at their rendered size, one per id
+REFERENCES_DIR = "references"  # reference PNGs as the model saw them (fitted to max_pixels), one per id
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Prediction:
         record = asdict(self)
         record.pop("render")
         record.pop("reference")
-        return json.dumps(record, ensure_ascii=False)
+        return json.dumps(record, ensure_ascii=True)  # ASCII escapes: a lone surrogate from a hostile program stays writable
 
     @classmethod
     def from_json(cls, line: str) -> "Prediction":

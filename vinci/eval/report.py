@@ -327,7 +327,7 @@ def page(predictions: Sequence[Prediction], out_dir: Path, title: str) -> str:
         f'<meta name=viewport content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
         f'<style nonce="{nonce}">{STYLE}</style></head><body>'
         f"<h1>{esc(title)}</h1><p>{len(predictions)} samples, worst reward first. "
-        "Thumbnails link to the full-size PNGs.</p>"
+        "Thumbnails link to the saved PNGs.</p>"
         f"{summary_table(summary)}{controls(score_keys, domains)}"
         f"<main id=cards>{cards}</main>"
         f'<script nonce="{nonce}">{SCRIPT}</script></body></html>'

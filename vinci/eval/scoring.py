@@ -78,8 +78,8 @@ def score_samples(
 
     codes = [extract_code(text, language) for text, language in zip(texts, languages)]
     wanted = [i for i, code in enumerate(codes) if code is not None]
-    traced = reference_traces is not None  # a chart's own calls are only needed to compare with its reference's
-    jobs = [RenderJob(languages[i], codes[i], trace=traced and languages[i] == "python") for i in wanted]
+    traced = [bool(reference_traces) and reference_traces[i] is not None for i in range(len(texts))]  # [N] F1 needs both traces
+    jobs = [RenderJob(languages[i], codes[i], trace=traced[i] and languages[i] == "python") for i in wanted]
     results = dict(zip(wanted, pool.render_many(jobs)))
     renders = [results[i].image if i in results and results[i].ok else None for i in range(len(texts))]
     errors = [
