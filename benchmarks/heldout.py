@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vinci.evaluate import average, evaluate, format_table, load_for_eval, read_test_rows  # noqa: E402
 
 
-def run(adapters: dict[str, str], model: str, rows_path: str, max_new_tokens: int, limit: int, workers: int, samples: int = 0):
-    """Evaluate each adapter; samples=0 decodes greedily, samples=K averages K sampled answers per prompt."""
+def run(adapters: dict[str, str], model: str, rows_path: str, max_new_tokens: int, limit: int, workers: int, samples: int = 0,
+        temperature: float = 1.0):
+    """Evaluate each adapter; samples=0 decodes greedily, samples=K averages K answers sampled at `temperature` per prompt."""
     from vinci.data.synth import read_manifest
     from vinci.render import RenderOptions, RenderPool
 
@@ -38,7 +39,8 @@ def run(adapters: dict[str, str], model: str, rows_path: str, max_new_tokens: in
             started = time.perf_counter()
             net, processor = load_for_eval(model, adapter or None)
             if samples:
-                runs = [evaluate(net, processor, rows, pool, max_new_tokens=max_new_tokens, do_sample=True, seed=k) for k in range(samples)]
+                runs = [evaluate(net, processor, rows, pool, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, seed=k)
+                        for k in range(samples)]
                 results[name] = average(runs)
             else:
                 results[name] = evaluate(net, processor, rows, pool, max_new_tokens=max_new_tokens)

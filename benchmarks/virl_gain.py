@@ -2,6 +2,7 @@
 
     python benchmarks/virl_gain.py                       # after configs/sft.yaml and configs/virl.yaml
     python benchmarks/virl_gain.py --samples 4           # 4 sampled answers per prompt instead of greedy
+    python benchmarks/virl_gain.py --samples 4 --temperature 0.7   # ... at the rollout temperature of configs/virl.yaml
 
 Each held-out prompt of the synthetic corpus's RL test split is answered by the SFT adapter
 and by the ViRL adapter, rendered and scored with the training reward. The table gives format
@@ -29,7 +30,8 @@ def main(argv=None):
     parser.add_argument("--rows", default="artifacts/synth/rl_test.jsonl")
     parser.add_argument("--max-new-tokens", type=int, default=400)
     parser.add_argument("--limit", type=int, default=0)
-    parser.add_argument("--samples", type=int, default=0, help="0: greedy; K: mean of K sampled answers (T=1) per prompt")
+    parser.add_argument("--samples", type=int, default=0, help="0: greedy; K: mean of K sampled answers per prompt")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --samples")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("sft", "virl"):
@@ -38,7 +40,7 @@ def main(argv=None):
 
     from benchmarks.heldout import run
 
-    results, tables = run({"sft": args.sft, "virl": args.virl}, args.model, args.rows, args.max_new_tokens, args.limit, 2, args.samples)
+    results, tables = run({"sft": args.sft, "virl": args.virl}, args.model, args.rows, args.max_new_tokens, args.limit, 2, args.samples, args.temperature)
     print(format_table(tables))
     mean, low, high = bootstrap_diff(results["sft"].overall, results["virl"].overall)
     verdict = "excludes 0" if low > 0 or high < 0 else "includes 0"

@@ -68,6 +68,7 @@ def evaluate(
     batch_size: int = 8,
     max_new_tokens: int = 512,
     do_sample: bool = False,
+    temperature: float = 1.0,
     seed: int = 0,
     encoder: str = "pixel",
 ) -> Scored:
@@ -82,7 +83,7 @@ def evaluate(
     for start in range(0, len(rows), batch_size):
         examples = [rows[i] for i in range(start, min(len(rows), start + batch_size))]
         batch = collate(examples)
-        done = sample(net, processor, batch.inputs, num_samples=1, max_new_tokens=max_new_tokens, do_sample=do_sample)
+        done = sample(net, processor, batch.inputs, num_samples=1, max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature)
         samples = score_samples(done.texts, batch.languages, batch.images, pool, encoder=encoder)
         scored.languages += batch.languages
         scored.overall += [row["reward"] for row in samples.scores]
