@@ -41,6 +41,16 @@ def test_group_advantages_unbiased_std_and_zero_std_group():
     torch.testing.assert_close(adv[2], torch.tensor([-0.866025, 0.866025, 0.866025, -0.866025]))
 
 
+def test_group_advantages_without_std_scaling_keep_reward_units():
+    rewards = torch.tensor([[0.70, 0.71, 0.72, 0.71], [0.1, 0.8, 0.8, 0.1], [0.5, 0.5, 0.5, 0.5]])  # [3, 4]
+    adv = group_advantages(rewards, scale_by_std=False)  # [3, 4]
+    assert torch.allclose(adv[0], torch.tensor([-0.01, 0.0, 0.01, 0.0]), atol=1e-6)  # tiny spread, tiny pull
+    assert torch.allclose(adv[1], torch.tensor([-0.35, 0.35, 0.35, -0.35]), atol=1e-6)
+    assert torch.equal(adv[2], torch.zeros(4))
+    scaled = group_advantages(rewards)  # with std scaling both groups pull about equally hard
+    assert scaled[0].abs().max() > 1.0 and scaled[1].abs().max() < 1.0
+
+
 def test_group_advantages_single_sample_group_is_zero_not_nan():
     adv = group_advantages(torch.tensor([[0.3], [0.7]]))  # [2, 1]
     assert torch.equal(adv, torch.zeros(2, 1))

@@ -71,12 +71,14 @@ def aggregate(values: Tensor, mask: Tensor, agg: str = "token-mean") -> Tensor:
     raise ValueError(f"unknown agg {agg!r}; expected one of {AGGREGATIONS}")
 
 
-def group_advantages(rewards: Tensor, eps: float = 1e-6) -> Tensor:
+def group_advantages(rewards: Tensor, eps: float = 1e-6, scale_by_std: bool = True) -> Tensor:
     """Group-normalised advantages: ``(r - mean) / (std + eps)`` per row, unbiased std.
 
     ``rewards`` is ``[B, G]``: B prompts, G samples each. A group whose rewards all match
     gets advantage 0 (it teaches nothing). With ``G == 1`` the unbiased std is undefined;
-    the advantage is then 0 for every sample rather than NaN.
+    the advantage is then 0 for every sample rather than NaN. ``scale_by_std=False`` gives
+    Dr. GRPO's ``r - mean``: a group's pull then grows with its reward spread, instead of a
+    group whose samples differ by 0.01 pulling as hard as one where half fail to render.
     """
     if rewards.ndim != 2:
         raise ValueError(f"rewards must be [B, G], got shape {tuple(rewards.shape)}")
@@ -90,6 +92,8 @@ def group_advantages(rewards: Tensor, eps: float = 1e-6) -> Tensor:
     mean = rewards.mean(dim=-1, keepdim=True)  # [B, 1]
     std = rewards.std(dim=-1, keepdim=True, correction=1)  # [B, 1]
     centred = rewards - mean  # [B, G]
+    if not scale_by_std:
+        return torch.where(std > 0, centred, torch.zeros_like(centred))  # [B, G]
     # An all-equal group has centred == 0 exactly; with eps == 0 that would be 0/0, so guard it.
     return torch.where(std > 0, centred / (std + eps), torch.zeros_like(centred))  # [B, G]
 

@@ -57,6 +57,7 @@ class ViRLModule(BackboneModule):
         max_tiles: int = 12,
         global_weight: Optional[float] = None,
         drop_zero_std_groups: bool = False,
+        scale_advantages: bool = True,
     ):
         """
         Args:
@@ -80,6 +81,8 @@ class ViRLModule(BackboneModule):
             max_tiles: most local tiles per image.
             global_weight: share of the thumbnail in the visual score; None = uniform over crops (paper).
             drop_zero_std_groups: leave groups whose rewards all match out of the loss (DAPO dynamic sampling).
+            scale_advantages: divide each group's centred rewards by its std (GRPO, VinciCoder);
+                False keeps r - mean (Dr. GRPO), so near-identical samples pull weakly.
         """
         super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio)
         self.save_hyperparameters()
@@ -94,6 +97,7 @@ class ViRLModule(BackboneModule):
         self.similarity = dict(tile_size=tile_size, max_tiles=max_tiles, global_weight=global_weight)
         self.visual = PatchSimilarity(encoder=encoder, per_language=True, **self.similarity)
         self.drop_zero_std_groups = drop_zero_std_groups
+        self.scale_advantages = scale_advantages
         self.temperature = 1.0  # set by the sampler: log-probs use the sampling distribution
         self.rollout: Optional[Rollout] = None  # filled by the callbacks for the current batch
 
@@ -178,7 +182,7 @@ class ViRLModule(BackboneModule):
         # Gather every rank's groups before the group statistics, so frac_zero_std and any
         # batch-level normalisation see the whole global batch, not one rank's share.
         everyone = self.all_gather(rewards).reshape(-1, G)  # [W*B, G]
-        advantages_all = grpo.group_advantages(everyone)  # [W*B, G]
+        advantages_all = grpo.group_advantages(everyone, scale_by_std=self.scale_advantages)  # [W*B, G]
         start = self.global_rank * B if everyone.shape[0] > B else 0
         advantages = advantages_all[start : start + B].reshape(-1)  # [N]
         keep = torch.ones(B, dtype=torch.bool, device=self.device)  # [B]
