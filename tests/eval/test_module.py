@@ -1,8 +1,8 @@
 """`main.py test` and `main.py predict` end to end: real rendering, scoring and writing.
 
-The tiny untrained model writes no usable code, so most tests replace only the answering step
-(`EvalModule.answer`) with known answers: the reference programs themselves (every score must
-be at its best) or text without code (format and render must be 0). Everything after that
+The tiny untrained model writes no usable code, so the tests use known answers: the reference
+programs themselves (oracle mode: every score must be at its best), or text without code
+(format and render must be 0; `EvalModule.answer` replaced). Everything after that
 (extraction, sandboxed rendering, call tracing, scoring, metrics, the writer) is the real path.
 """
 
@@ -33,18 +33,14 @@ def eval_config(tmp_path: Path, tiny_model: Path, **data) -> Path:
     return path
 
 
-def answers_are_references(self, batch):
-    return list(batch.answers)
-
-
 def run(subcommand: str, config: Path, *extra: str):
     cli = cli_main([subcommand, "--config", str(config), *extra])
     return cli.trainer
 
 
-def test_reference_answers_score_at_the_top(tiny_model, tiny_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(EvalModule, "answer", answers_are_references)
-    trainer = run("test", eval_config(tmp_path, tiny_model, synthetic={"dir": str(tiny_corpus)}, batch_size=4))
+def test_reference_answers_score_at_the_top(tiny_model, tiny_corpus, tmp_path):
+    trainer = run("test", eval_config(tmp_path, tiny_model, synthetic={"dir": str(tiny_corpus)}, batch_size=4),
+                  "--model.init_args.oracle=true")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     for domain in ("chart", "icon", "all"):
         assert metrics[f"test/{domain}/format"] == 1.0
@@ -65,17 +61,16 @@ def test_answers_without_code_score_zero(tiny_model, tiny_corpus, tmp_path, monk
     assert metrics["test/chart/type_f1"] == 0.0
 
 
-def test_chartmimic_folder_against_itself(corpora, tiny_model, tmp_path, monkeypatch):
-    """ChartMimic scripts (which save their own PDF) evaluated against themselves: every
-    low-level F1 is 1 and the render matches the 100-dpi reference PNG."""
+def test_chartmimic_folder_against_itself(corpora, tiny_model, tmp_path):
+    """ChartMimic scripts (which save their own PDF) evaluated against themselves (oracle
+    mode): every low-level F1 is 1 and the render matches the 100-dpi reference PNG."""
     folder = tmp_path / "charts"
     folder.mkdir()
     for name in CHARTS:
         for ext in (".py", ".png"):
             shutil.copy(corpora / "chart" / f"{name}{ext}", folder)
-    monkeypatch.setattr(EvalModule, "answer", answers_are_references)
     config = eval_config(tmp_path, tiny_model, benchmark={"dir": str(folder)}, batch_size=3, max_pixels=1280 * 28 * 28)
-    trainer = run("test", config, "--model.init_args.render_options.python_dpi=100")
+    trainer = run("test", config, "--model.init_args.render_options.python_dpi=100", "--model.init_args.oracle=true")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert metrics["test/chart/render"] == 1.0
     assert metrics["test/chart/visual"] > 0.95

@@ -50,6 +50,7 @@ class EvalModule(BackboneModule):
         global_weight: Optional[float] = None,
         format_weight: float = 0.1,
         seed: int = 0,
+        oracle: bool = False,
     ):
         """
         Args:
@@ -67,6 +68,8 @@ class EvalModule(BackboneModule):
             global_weight: share of the thumbnail in the visual score; None = uniform (paper).
             format_weight: share of the format term in `reward` (as in training).
             seed: sampling seed (do_sample only).
+            oracle: answer every prompt with its reference program instead of the model: the
+                best each score can be on this benchmark with these render settings.
         """
         super().__init__(backbone, optimizer=torch.optim.AdamW)
         self.save_hyperparameters()
@@ -77,6 +80,7 @@ class EvalModule(BackboneModule):
             encoder=encoder, format_weight=format_weight, tile_size=tile_size, max_tiles=max_tiles, global_weight=global_weight
         )
         self.seed = seed
+        self.oracle = oracle
         self.scores = DomainScores()
         self.pool = None
         self.reference_traces: dict[str, Optional[dict]] = {}  # reference program -> its call trace (None: it failed)
@@ -138,9 +142,14 @@ class EvalModule(BackboneModule):
         return [self.reference_traces.get(p) if p is not None else None for p in programs]
 
     def answer(self, batch: RLBatch) -> list[str]:
-        """[B] the model's answer to each prompt."""
+        """[B] the model's answer to each prompt (the reference answer in oracle mode)."""
         from vinci.generation import sample
 
+        if self.oracle:
+            missing = [i for i, answer in enumerate(batch.answers) if not answer]
+            if missing:
+                raise ValueError(f"oracle mode needs reference programs; {batch.sources[missing[0]] if batch.sources else missing[0]} has none")
+            return list(batch.answers)
         return sample(self.model, self.processor, batch.inputs, num_samples=1, **self.generation).texts
 
     def _evaluate(self, batch: RLBatch, batch_idx: int):
