@@ -96,3 +96,10 @@ def test_predict_writes_predictions_renders_and_report(tiny_model, tiny_corpus, 
     assert all((out / line["reference_path"]).is_file() for line in lines)
     report = (out / "report.html").read_text()
     assert report.count("data:image") >= len(rendered) + n_rows  # renders and references embedded
+
+
+def test_validate_scores_the_validation_split(tiny_model, tiny_corpus, tmp_path):
+    trainer = run("validate", eval_config(tmp_path, tiny_model, synthetic={"dir": str(tiny_corpus)}, batch_size=4),
+                  "--model.init_args.oracle=true")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert metrics["val/all/render"] == 1.0 and metrics["val/chart/type_f1"] == pytest.approx(1.0)
