@@ -4,10 +4,10 @@ One training step per batch of B prompts (the callbacks do the first two stages)
 
     RolloutSampler    G samples per prompt, no grad            -> rollout.completions [N = B*G]
     RenderRollouts    code -> image in the sandboxed pool       -> rollout.render_future
-    training_step     old log-probs (overlaps the renders)      -> [N, L]
-                      reward = 0.9 visual + 0.1 format          -> [B, G]
+    training_step     reward = 0.9 visual + 0.1 format          -> [B, G]
                       advantages, group-normalised              -> [B, G]
-                      ppo_epochs x micro-batches of the clipped loss (+ optional KL), one update each epoch
+                      ppo_epochs x micro-batches of the clipped loss (+ optional KL), one update each epoch;
+                      the first epoch's log-probs, detached, are the old log-probs [N, L]
     RewardLogger      scalars, image grids and code to TensorBoard
 
 Optimisation is manual (several updates per batch), so gradient clipping is `max_grad_norm`
@@ -171,8 +171,7 @@ class ViRLModule(BackboneModule):
         if rollout is None or rollout.batch is not batch:
             raise RuntimeError("no rollout for this batch: the RolloutSampler callback must run before the step")
         started = time.perf_counter()
-        old_logp = self._logp_no_grad(rollout)  # [N, L] while the renders run
-        ref_logp = self._logp_no_grad(rollout, REFERENCE) if self.kl_coef > 0 else None  # [N, L]
+        ref_logp = self._logp_no_grad(rollout, REFERENCE) if self.kl_coef > 0 else None  # [N, L] while the renders run
         scored = time.perf_counter()
         parts = self.score(rollout)
         rollout.rewards = parts
@@ -189,7 +188,7 @@ class ViRLModule(BackboneModule):
         if self.drop_zero_std_groups:
             keep = rewards.std(dim=1, unbiased=False) > 0  # [B]
         rows = [n for n in range(B * G) if keep[n // G]]
-        stats = self._update(rollout, rows, advantages, old_logp, ref_logp)
+        stats = self._update(rollout, rows, advantages, ref_logp)
         rollout.seconds["update"] = time.perf_counter() - started - rollout.seconds["score"]
         stats.update(
             frac_reward_zero_std=grpo.frac_zero_std(everyone),
@@ -199,21 +198,26 @@ class ViRLModule(BackboneModule):
         for name, value in stats.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=B)
 
-    def _update(self, rollout, rows, advantages, old_logp, ref_logp) -> dict[str, float]:
+    def _update(self, rollout, rows, advantages, ref_logp) -> dict[str, float]:
+        """ppo_epochs optimizer steps over `rows`. The weights do not change before the first
+        epoch's step, so that epoch's log-probs are the sampling policy's: detached, they are the
+        old log-probs of every epoch, and no separate no-grad pass is needed."""
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         totals: dict[str, float] = {}
-        mask_all = rollout.completions.completion_mask.to(old_logp.dtype)  # [N, L]
+        mask_all = rollout.completions.completion_mask.float()  # [N, L]
+        old_logp: dict[int, torch.Tensor] = {}  # micro-batch start -> [n, L], filled in epoch 0
         n_micro, norms = 0, []
         for _ in range(self.ppo_epochs):
             optimizer.zero_grad()
             for start in range(0, len(rows), self.micro_batch_size):
                 micro = rows[start : start + self.micro_batch_size]
-                index = torch.tensor(micro, device=old_logp.device)
+                index = torch.tensor(micro, device=advantages.device)
                 logp, entropy = self.completion_logp(rollout, micro, with_entropy=True)  # [n, L]
-                mask = mask_all.index_select(0, index)  # [n, L]
+                old = old_logp.setdefault(start, logp.detach())  # [n, L]
+                mask = mask_all.to(logp.device).index_select(0, index)  # [n, L]
                 loss, pstats = grpo.policy_loss(
-                    logp, old_logp.index_select(0, index), advantages.index_select(0, index), mask,
+                    logp, old, advantages.index_select(0, index), mask,
                     entropy=entropy.detach(), **self.clip,
                 )
                 if ref_logp is not None:
