@@ -100,6 +100,19 @@ def test_kl_uses_the_frozen_sft_adapter_on_the_same_backbone(tmp_path, tiny_mode
         assert torch.equal(reference[ours], value), key
 
 
+def test_old_log_probs_are_the_first_epochs_and_later_epochs_see_the_change(tmp_path, tiny_model, tiny_corpus, sft_adapter):
+    """The first epoch's detached log-probs serve as the old log-probs: its ratios are exactly 1,
+    so one epoch logs approx_kl 0; a second epoch runs after an optimizer step, against the same
+    old log-probs, and must not."""
+    config = str(virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter))
+    one = cli_main(["fit", "--config", config]).trainer.callback_metrics
+    assert float(one["train/approx_kl"]) == 0.0 and float(one["train/ratio_mean"]) == 1.0
+    # weight decay moves the weights at the first step even when every group's rewards tie
+    two = cli_main(["fit", "--config", config, "--model.init_args.ppo_epochs", "2",
+                    "--model.init_args.optimizer.init_args.weight_decay", "0.5"]).trainer.callback_metrics
+    assert float(two["train/approx_kl"]) > 0.0 and float(two["train/ratio_mean"]) != 1.0
+
+
 def test_resume_mid_virl(tmp_path, tiny_model, tiny_corpus, sft_adapter):
     interrupt = {"class_path": "tests.test_sft.Interrupt", "init_args": {"at_step": 2}}
     with pytest.raises(SystemExit):  # Lightning exits after a graceful shutdown on Ctrl-C

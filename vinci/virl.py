@@ -205,7 +205,7 @@ class ViRLModule(BackboneModule):
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         totals: dict[str, float] = {}
-        mask_all = rollout.completions.completion_mask.float()  # [N, L]
+        mask_all = rollout.completions.completion_mask.float().to(advantages.device)  # [N, L]
         old_logp: dict[int, torch.Tensor] = {}  # micro-batch start -> [n, L], filled in epoch 0
         n_micro, norms = 0, []
         for _ in range(self.ppo_epochs):
@@ -215,7 +215,7 @@ class ViRLModule(BackboneModule):
                 index = torch.tensor(micro, device=advantages.device)
                 logp, entropy = self.completion_logp(rollout, micro, with_entropy=True)  # [n, L]
                 old = old_logp.setdefault(start, logp.detach())  # [n, L]
-                mask = mask_all.to(logp.device).index_select(0, index)  # [n, L]
+                mask = mask_all.index_select(0, index)  # [n, L]
                 loss, pstats = grpo.policy_loss(
                     logp, old, advantages.index_select(0, index), mask,
                     entropy=entropy.detach(), **self.clip,
