@@ -41,6 +41,7 @@ def test_chart_scripts_render_and_match_their_references(pool, corpora, tmp_path
         assert result.kind == "crash", f"{script.name}: {result.kind}: {result.error}"
         assert plain_python_fails(script, tmp_path), f"{script.name} runs under plain python: {result.error}"
     assert len(failed) <= len(scripts) // 10
+    assert "HR_2.py" not in [s.name for s, _ in failed]  # cm.get_cmap(name, lut), gone since matplotlib 3.9
     references = [thumbnail(Image.open(s.with_suffix(".png"))) for s in scripts]
     for index, (script, result) in enumerate(zip(scripts, results)):
         if not result.ok:

@@ -69,6 +69,34 @@ def test_dpi_option_and_transparency_on_white(pool):
     assert result.image.getpixel((0, 0)) == (255, 255, 255)
 
 
+def test_legacy_cm_get_cmap_gives_the_resampled_colormap(pool):
+    # matplotlib 3.9 removed cm.get_cmap(name, lut); older chart code (HR_2 in the corpus) uses it
+    code = (
+        "import matplotlib.pyplot as plt\nfrom matplotlib import cm\nfig, ax = plt.subplots(figsize=(2, 1))\n"
+        "cmap = cm.get_cmap('jet', 2)\n"
+        "ax.bar([0, 1], [1, 1], width=1.0, color=[cmap(0), cmap(1)])\nax.axis('off')\n"
+        "ax.set_xlim(-0.5, 1.5)\nax.set_ylim(0, 1)\nfig.subplots_adjust(0, 0, 1, 1)\n"
+    )
+    result = pool.render("python", code)
+    assert result.ok, result.error
+    pixels = np.asarray(result.image).astype(int)  # [100, 200, 3]
+    assert np.abs(pixels[50, 40] - [0, 0, 127]).max() <= 2  # jet with 2 colours: its two ends
+    assert np.abs(pixels[50, 160] - [127, 0, 0]).max() <= 2
+    wrong = pool.render("python", "from matplotlib import cm\ncm.get_cmap('no-such-map')\n")
+    assert wrong.kind == "crash" and "no-such-map" in wrong.error
+
+
+def test_legacy_get_cmap_is_gone_again_after_the_program():
+    import matplotlib.cm as cm
+
+    from vinci.render.python import legacy_get_cmap
+
+    before = hasattr(cm, "get_cmap")
+    with legacy_get_cmap():
+        assert cm.get_cmap("viridis", 3).N == 3
+    assert hasattr(cm, "get_cmap") == before
+
+
 def test_syntax_error_names_the_line(pool):
     result = pool.render("python", "import matplotlib.pyplot as plt\nplt.plot([1, 2]\n")
     assert not result.ok and result.kind == "syntax"

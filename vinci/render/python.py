@@ -11,6 +11,9 @@ savefig `dpi` is ignored so that every render of a program has the same resoluti
 With a `CallTracer` (see `trace`), the plotting calls are recorded while the program runs and
 each capture also reads the call trace off the figure it rasterised.
 Plotly (`write_image`) is out of scope and fails with kind 'unsupported'.
+`matplotlib.cm.get_cmap(name, lut)`, removed in matplotlib 3.9 but common in older chart code
+(and so in what models write), is put back for the program's run when the installed
+matplotlib lacks it, with the old meaning: the named colormap, resampled to `lut` colours.
 """
 
 from __future__ import annotations
@@ -150,6 +153,29 @@ class FigureCapture:
             sys.meta_path.remove(blocker)
 
 
+@contextmanager
+def legacy_get_cmap():
+    """`matplotlib.cm.get_cmap` for the duration of a program, when matplotlib no longer has it."""
+    import matplotlib
+    import matplotlib.cm as cm
+
+    if hasattr(cm, "get_cmap"):
+        yield
+        return
+
+    def get_cmap(name=None, lut=None):
+        cmap = name
+        if not isinstance(cmap, matplotlib.colors.Colormap):
+            cmap = matplotlib.colormaps[name or matplotlib.rcParams["image.cmap"]]
+        return cmap.resampled(lut) if lut is not None else cmap
+
+    cm.get_cmap = get_cmap
+    try:
+        yield
+    finally:
+        del cm.get_cmap
+
+
 def _describe(error: BaseException) -> str:
     """'NameError: name 'x' is not defined (line 12)' from the program's own frames."""
     line = None
@@ -172,7 +198,7 @@ def render_python(code: str, options: RenderOptions, tracer: Optional[CallTracer
         where = f" (line {error.lineno})" if getattr(error, "lineno", None) else ""
         raise RenderFailure("syntax", f"{type(error).__name__}: {getattr(error, 'msg', error)}{where}")
     capture = FigureCapture(options, tracer)
-    with capture.installed():
+    with capture.installed(), legacy_get_cmap():
         try:
             exec(program, {"__name__": "__main__", "__builtins__": builtins})
         except SystemExit:
