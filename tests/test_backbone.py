@@ -77,3 +77,15 @@ def test_adapter_roundtrip_gives_the_same_outputs(tiny_model, tmp_path, saved):
     # and starting a new run from that adapter keeps it trainable
     resumed, _ = load_backbone(Backbone(model=str(tiny_model), adapter=str(tmp_path / "adapter")))
     assert any(p.requires_grad for p in resumed.parameters())
+    # while evaluation loads the same adapter for inference only
+    frozen, _ = load_backbone(Backbone(model=str(tiny_model), adapter=str(tmp_path / "adapter")), trainable=False)
+    assert not any(p.requires_grad for p in frozen.parameters())
+    frozen.eval()
+    with torch.no_grad():
+        assert torch.allclose(frozen(**batch.inputs).logits, a, atol=1e-5)
+
+
+def test_evaluation_without_adapter_freezes_the_fresh_lora_layers(tiny_model):
+    model, _ = load_backbone(Backbone(model=str(tiny_model)), trainable=False)
+    assert any("lora_" in n for n, _ in model.named_parameters())
+    assert not any(p.requires_grad for p in model.parameters())

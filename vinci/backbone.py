@@ -119,8 +119,10 @@ def load_processor(model: str):
     return processor
 
 
-def load_backbone(settings: Backbone, device_map=None):
-    """Return (peft model, processor) ready for training: only LoRA parameters require grad."""
+def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
+    """Return (peft model, processor). With `trainable`, ready for training: only LoRA parameters
+    require grad. Without it (evaluation), nothing requires grad and a 4-bit model is not prepared
+    for k-bit training (no fp32 upcasts, no input grads)."""
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
@@ -149,18 +151,18 @@ def load_backbone(settings: Backbone, device_map=None):
         ) from err
     processor = load_processor(settings.model)
 
-    if quant.load_in_4bit:
+    if quant.load_in_4bit and trainable:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
-    elif settings.gradient_checkpointing:
+    elif settings.gradient_checkpointing and trainable:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    if settings.gradient_checkpointing:
+    if settings.gradient_checkpointing and trainable:
         model.config.use_cache = False
 
     if settings.adapter:
         if not (Path(settings.adapter) / "adapter_config.json").is_file():
             raise FileNotFoundError(f"no PEFT adapter at {settings.adapter!r} (adapter_config.json missing)")
-        model = PeftModel.from_pretrained(model, settings.adapter, is_trainable=True)
+        model = PeftModel.from_pretrained(model, settings.adapter, is_trainable=trainable)
     else:
         lora = settings.lora
         targets = lora.target_modules
@@ -176,6 +178,8 @@ def load_backbone(settings: Backbone, device_map=None):
             bias="none",
         )
         model = get_peft_model(model, config)
+        if not trainable:  # fresh LoRA layers are the identity: this evaluates the base model
+            model.requires_grad_(False)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("loaded %s: %d trainable of %d parameters", settings.model, trainable, total)

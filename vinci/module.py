@@ -52,13 +52,14 @@ class BackboneModule(L.LightningModule):
         self.model = None  # peft.PeftModel, set in configure_model
         self.processor = None
         self.strict_loading = False  # checkpoints carry only the trainable tensors
+        self.trains = True  # False: the backbone loads for inference only (evaluation)
 
     def prepare_data(self) -> None:
         ensure_model(self.backbone)
 
     def configure_model(self) -> None:
         if self.model is None:
-            self.model, self.processor = load_backbone(self.backbone)
+            self.model, self.processor = load_backbone(self.backbone, trainable=self.trains)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]

@@ -55,6 +55,7 @@ def test_reference_answers_score_at_the_top(tiny_model, tiny_corpus, tmp_path):
 def test_answers_without_code_score_zero(tiny_model, tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(EvalModule, "answer", lambda self, batch: ["I cannot draw this."] * len(batch.images))
     trainer = run("test", eval_config(tmp_path, tiny_model, synthetic={"dir": str(tiny_corpus)}, batch_size=4))
+    assert not any(p.requires_grad for p in trainer.lightning_module.model.parameters())  # loaded for inference
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     for score in ("format", "render", "visual", "ssim", "reward"):
         assert metrics[f"test/all/{score}"] == 0.0

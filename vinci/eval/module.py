@@ -73,6 +73,7 @@ class EvalModule(BackboneModule):
         """
         super().__init__(backbone, optimizer=torch.optim.AdamW)
         self.save_hyperparameters()
+        self.trains = False  # adapter loaded for inference: nothing requires grad
         self.generation = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
         self.render_options = render_options  # also how the data module draws references that lack a PNG
         self.render_settings = dict(workers=workers, timeout=timeout, options=render_options)
