@@ -61,6 +61,24 @@ def test_endless_javascript_times_out_and_browser_recovers(pool):
     assert_clean_and_serving(pool, "html")
 
 
+GREEDY_PAGE = """<body style='margin:0'><script>
+const kept = [];
+let got = 0;
+try { while (got < 6144) { kept.push(new ArrayBuffer(64 << 20)); got += 64; } } catch (e) {}
+document.body.style.background = got >= 6144 ? "#00ff00" : "#ff0000";
+</script></body>"""
+
+
+def test_a_page_gets_no_more_memory_than_the_cap(pool):
+    # 6 GiB of array buffers fit in this machine's memory but not under the 2 GiB cap:
+    # the page sees failed allocations (red), and the browser keeps serving
+    assert pool.limits.html_memory_mb == 2048
+    result = pool.render("html", GREEDY_PAGE)
+    assert result.ok, result.error
+    assert is_red(result.image.getpixel((10, 10)))
+    assert_clean_and_serving(pool, "html")
+
+
 def test_fetch_and_img_to_a_loopback_listener_are_blocked(pool, listener):
     url = f"http://127.0.0.1:{listener.port}"
     code = (

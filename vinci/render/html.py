@@ -8,6 +8,9 @@ included, and host resolution fails) on top of the worker's network namespace.
 `alert`/`confirm`/`prompt`/`print`/`window.open` are replaced before any page script runs,
 and any dialog that still opens is accepted. JavaScript that never ends makes the page load
 time out; the worker then kills this browser's whole process group and starts a new one.
+Memory is capped per Chromium process (`SandboxLimits.html_memory_mb`, as RLIMIT_DATA set
+on chromedriver and inherited by every Chromium process, and as V8's heap limit), so a page
+that allocates without end gets failed allocations or a crashed tab.
 Screenshots are the viewport width by the page's full height, capped at
 `RenderOptions.html_max_height` (a taller page is cut, not failed), at device scale 1: the
 window is resized to that height and the page settles (two animation frames) before the
@@ -21,6 +24,7 @@ import base64
 import io
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -92,8 +96,9 @@ def executables() -> tuple[str, str]:
 class Browser:
     """One warm headless Chromium; `render` is one job, `kill` tears the browser down."""
 
-    def __init__(self, root: Optional[str] = None):
+    def __init__(self, root: Optional[str] = None, memory_mb: int = 2048):
         self.root = root
+        self.memory_mb = memory_mb  # RLIMIT_DATA of every Chromium process; V8 heap = a quarter
         self.driver = None
         self.profile: Optional[str] = None
 
@@ -108,11 +113,18 @@ class Browser:
         for flag in CHROME_FLAGS:
             chrome.add_argument(flag)
         chrome.add_argument(f"--user-data-dir={self.profile}")
+        chrome.add_argument(f"--js-flags=--max-old-space-size={max(16, self.memory_mb // 4)}")
         chrome.add_argument(f"--window-size={options.html_width},{options.html_height}")
         chrome.set_capability("unhandledPromptBehavior", "accept")
         chrome.add_experimental_option("excludeSwitches", ["disable-popup-blocking", "enable-automation"])
         chrome.page_load_strategy = "normal"
-        service = Service(driver_path, log_output=subprocess.DEVNULL, popen_kw={"start_new_session": True})
+        data = self.memory_mb << 20
+
+        def limit_memory():  # runs in chromedriver before exec; Chromium inherits it
+            resource.setrlimit(resource.RLIMIT_DATA, (data, data))
+
+        popen = {"start_new_session": True, "preexec_fn": limit_memory}
+        service = Service(driver_path, log_output=subprocess.DEVNULL, popen_kw=popen)
         self.driver = webdriver.Chrome(service=service, options=chrome)
         self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": NEUTRALISE})
         self.driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "deny"})

@@ -71,8 +71,9 @@ class RenderOptions:
 
 @dataclass
 class SandboxLimits:
-    """Resource limits applied to every job (HTML jobs get only the wall-clock timeout and
-    Chromium's own process isolation: rlimits on address space break Chromium)."""
+    """Resource limits applied to every job. HTML jobs run in a warm Chromium, which gets
+    `html_memory_mb` instead of the other rlimits (an address-space cap breaks Chromium, which
+    reserves tens of GiB it never touches)."""
 
     memory_mb: int = 4096
     """Address-space limit per job process (RLIMIT_AS)."""
@@ -82,6 +83,10 @@ class SandboxLimits:
     """Open file descriptors per job process (RLIMIT_NOFILE)."""
     processes: int = 256
     """Processes per user (RLIMIT_NPROC); the kernel ignores it for root."""
+    html_memory_mb: int = 2048
+    """Writable memory per Chromium process (RLIMIT_DATA), and a quarter of it for the
+    JavaScript heap (V8's old space). A page that asks for more gets failed allocations or
+    a crashed tab, never the machine's memory. Chromium itself needs about 1.5 GiB here."""
     output_bytes: int = 64 * 1024
     """stdout+stderr kept per job; a job that writes more gets a broken pipe."""
     grace_s: float = 15.0

@@ -134,7 +134,7 @@ class Worker:
             return {"namespaces": sandbox.job_namespaces()}
         from vinci.render.html import Browser
 
-        self.browser = Browser(root=self.root)
+        self.browser = Browser(root=self.root, memory_mb=SandboxLimits().html_memory_mb)
         self.browser.start(RenderOptions())
         sandbox.reap_zombies(keep=self.browser.pids())
         return {"namespaces": 0}
@@ -162,6 +162,9 @@ class Worker:
         traces = [job.get("trace") is True for job in jobs]
         limits = SandboxLimits.from_dict(jobs[0].get("limits", {}))
         if self.kind == "browser":
+            if limits.html_memory_mb != self.browser.memory_mb:  # restart under the job's cap
+                self.browser.kill()
+                self.browser.memory_mb = limits.html_memory_mb
             return [self._browser_job(code, opt, t) for code, opt, t in zip(codes, options, timeouts)]
         render = self.renderers.get(jobs[0]["language"])
         if render is None:
