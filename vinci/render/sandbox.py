@@ -24,7 +24,8 @@ It does NOT protect against: kernel exploits or namespace escapes (this is not a
 reading world-readable files (the filesystem is visible, read-only); fork bombs when running
 as root (the kernel ignores RLIMIT_NPROC for root; the sweep kills them at the deadline);
 CPU contention between jobs; a job signalling its own worker (it is then replaced). HTML
-runs in Chromium without rlimits (they break V8), isolated by Chromium and layer 1 only.
+runs in a warm Chromium isolated by Chromium itself and layer 1, with a memory cap per
+Chromium process (RLIMIT_DATA and V8's heap limit; an address-space cap would break V8).
 Without bwrap and without namespace privileges it degrades to rlimits + sessions + subreaper
 sweeping: jobs can then write wherever the user can and reach the network. The pool logs
 which mode it got once at start-up.
