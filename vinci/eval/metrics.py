@@ -8,7 +8,10 @@ across processes and resets them at the end of the epoch:
     test/chart/visual   test/chart/type_f1   test/all/render   ...
 
 Chart F1 scores exist only for chart samples whose reference program is known; a score that
-a domain never received is not logged (its mean would be undefined).
+a domain never received is not logged (its mean would be undefined). Under DDP "received"
+means on any process: every process logs the same keys in the same order, since each logged
+Metric is synced collectively at the end of the epoch, and a process that logged a key the
+others did not would wait for them forever.
 """
 
 from __future__ import annotations
@@ -49,9 +52,18 @@ class DomainScores(torch.nn.Module):
                     self.means[key].update(torch.tensor(float(value)))
                     self.updated.add(key)
 
+    def updated_anywhere(self, module) -> list[str]:
+        """Keys updated on this process or any other (the union over ranks), in a fixed order."""
+        keys = list(self.means)
+        flags = torch.tensor([float(k in self.updated) for k in keys], device=module.device)  # [K]
+        if module.trainer.world_size > 1:
+            flags = module.all_gather(flags).reshape(-1, len(keys)).amax(dim=0)  # [W, K] -> [K]
+        return sorted(k for k, flag in zip(keys, flags.tolist()) if flag > 0)
+
     def log_to(self, module, stage: str, batch_size: int) -> None:
-        """module.log every updated mean as `{stage}/{domain}/{score}` (epoch-level)."""
-        for key in sorted(self.updated):
+        """module.log every mean updated on any process as `{stage}/{domain}/{score}` (epoch-level)."""
+        for key in self.updated_anywhere(module):
+            self.updated.add(key)
             domain, score = key.split("__")
             module.log(
                 f"{stage}/{domain}/{score}", self.means[key], on_step=False, on_epoch=True, batch_size=batch_size
