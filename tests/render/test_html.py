@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.render.conftest import assert_clean_and_serving
-from vinci.render import RenderJob, RenderOptions
+from vinci.render import RenderJob, RenderOptions, RenderPool
+from vinci.render.options import SandboxLimits
 
 RED_BODY = "<body style='margin:0;background:#ff0000'></body>"
 
@@ -77,6 +78,14 @@ def test_a_page_gets_no_more_memory_than_the_cap(pool):
     assert result.ok, result.error
     assert is_red(result.image.getpixel((10, 10)))
     assert_clean_and_serving(pool, "html")
+
+
+def test_a_pool_with_a_higher_cap_gives_the_page_its_memory():
+    # the buffers are never written, so 6 GiB of them cost address space, not RAM
+    with RenderPool(workers=1, limits=SandboxLimits(html_memory_mb=8192)) as roomy:
+        result = roomy.render("html", GREEDY_PAGE)
+    assert result.ok, result.error
+    assert result.image.getpixel((10, 10)) == (0, 255, 0)
 
 
 def test_fetch_and_img_to_a_loopback_listener_are_blocked(pool, listener):
