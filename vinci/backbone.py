@@ -180,9 +180,9 @@ def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
         model = get_peft_model(model, config)
         if not trainable:  # fresh LoRA layers are the identity: this evaluates the base model
             model.requires_grad_(False)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    log.info("loaded %s: %d trainable of %d parameters", settings.model, trainable, total)
+    log.info("loaded %s: %d trainable of %d parameters", settings.model, n_trainable, total)
     return model, processor
 
 

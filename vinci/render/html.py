@@ -33,7 +33,7 @@ from typing import Optional
 
 from PIL import Image
 
-from vinci.render.options import RenderOptions
+from vinci.render.options import RenderOptions, SandboxLimits
 from vinci.render.protocol import on_white
 from vinci.render.result import RenderFailure
 
@@ -96,7 +96,7 @@ def executables() -> tuple[str, str]:
 class Browser:
     """One warm headless Chromium; `render` is one job, `kill` tears the browser down."""
 
-    def __init__(self, root: Optional[str] = None, memory_mb: int = 2048):
+    def __init__(self, root: Optional[str] = None, memory_mb: int = SandboxLimits.html_memory_mb):
         self.root = root
         self.memory_mb = memory_mb  # RLIMIT_DATA of every Chromium process; V8 heap = a quarter
         self.driver = None

@@ -86,7 +86,7 @@ class SandboxLimits:
     html_memory_mb: int = 2048
     """Writable memory per Chromium process (RLIMIT_DATA), and a quarter of it for the
     JavaScript heap (V8's old space). A page that asks for more gets failed allocations or
-    a crashed tab, never the machine's memory. Chromium itself needs about 1.5 GiB here."""
+    a crashed tab, never the machine's memory. At 1 GiB Chromium crashes even on an empty page."""
     output_bytes: int = 64 * 1024
     """stdout+stderr kept per job; a job that writes more gets a broken pipe."""
     grace_s: float = 15.0

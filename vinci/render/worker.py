@@ -134,7 +134,7 @@ class Worker:
             return {"namespaces": sandbox.job_namespaces()}
         from vinci.render.html import Browser
 
-        self.browser = Browser(root=self.root, memory_mb=SandboxLimits().html_memory_mb)
+        self.browser = Browser(root=self.root)
         self.browser.start(RenderOptions())
         sandbox.reap_zombies(keep=self.browser.pids())
         return {"namespaces": 0}
