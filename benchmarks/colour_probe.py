@@ -1,15 +1,16 @@
 """Can a freshly adapted tiny VLM learn to read its image at all? A one-token probe.
 
-    python benchmarks/colour_probe.py                       # lr 1e-3 and 3e-3 (configs/sft.yaml's), 300 steps
-    python benchmarks/colour_probe.py --lrs 3e-3 --steps 600
+    python benchmarks/colour_probe.py                       # lr 1e-3 and 3e-3 (configs/sft.yaml's), vision at 1x and 0.1x
+    python benchmarks/colour_probe.py --lrs 3e-3 --vision-lr-scales 1 0.1 0.03 --steps 600
 
 Every example is the same SVG program, a square on a white canvas, except for the square's
 colour, one of the corpus's 10 colour names; the image is that program's picture. The only
-thing to learn beyond the template is to read one colour off the image. Each learning rate
-starts from fresh LoRA layers with the settings of `configs/sft.yaml` (rank 64, vision tower
-adapted, embeddings trained, gradient norm clipped at 1) and trains at a constant rate.
+thing to learn beyond the template is to read one colour off the image. Each pair of learning
+rate and vision-tower share (`vision_lr_scale`: the vision tower's rate is lr x scale) starts
+from fresh LoRA layers with the settings of `configs/sft.yaml` (rank 64, vision tower adapted,
+embeddings trained, gradient norm clipped at 1) and trains at a constant rate.
 
-Printed per learning rate: the mean training loss of the last 25 steps (nats per answer token;
+Printed per setting: the mean training loss of the last 25 steps (nats per answer token;
 a model that ignores the image cannot go below ln(10) / answer tokens, printed as the floor)
 and how many of the 10 colours it names, i.e. gives its lowest loss to the right colour among
 all 10 answers (teacher forcing on the same image).
@@ -56,10 +57,10 @@ def example(colour: str, answer_colour: str | None = None):
     return Example(picture(colour), PROMPT, "svg", program(answer_colour or colour), f"probe:{colour}")
 
 
-def probe(model_dir: str, lr: float, steps: int, batch_size: int, seed: int) -> dict:
+def probe(model_dir: str, lr: float, steps: int, batch_size: int, seed: int, vision_lr_scale: float = 1.0) -> dict:
     import torch
 
-    from vinci.backbone import Backbone, Lora, load_backbone
+    from vinci.backbone import Backbone, Lora, load_backbone, vision_parameter_names
     from vinci.data.collate import SFTCollator
 
     torch.manual_seed(seed)
@@ -67,8 +68,12 @@ def probe(model_dir: str, lr: float, steps: int, batch_size: int, seed: int) -> 
     lora = Lora(r=64, alpha=64, dropout=0.0, vision="lora", modules_to_save=["embed_tokens"])  # as configs/sft.yaml
     model, processor = load_backbone(Backbone(model=model_dir, dtype="float32", lora=lora))
     collator = SFTCollator(processor)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    vision = vision_parameter_names(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    groups = [{"params": [p for n, p in named if n not in vision], "lr": lr},
+              {"params": [p for n, p in named if n in vision], "lr": lr * vision_lr_scale}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     started, losses = time.perf_counter(), []
     model.train()
     for _ in range(steps):
@@ -88,6 +93,7 @@ def probe(model_dir: str, lr: float, steps: int, batch_size: int, seed: int) -> 
     tail = losses[-25:]
     return {
         "lr": lr,
+        "vision_lr_scale": vision_lr_scale,
         "steps": steps,
         "loss": sum(tail) / max(1, len(tail)),
         "floor": math.log(len(COLORS)) / answer_tokens,
@@ -100,6 +106,8 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="artifacts/tiny-vlm", help="the tiny VLM (built when missing)")
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3])
+    parser.add_argument("--vision-lr-scales", type=float, nargs="+", default=[1.0, 0.1],
+                        help="vision-tower learning rate as a share of lr (each lr runs with each)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -108,12 +116,14 @@ def main(argv=None) -> list[dict]:
     from vinci.backbone import Backbone, ensure_model
 
     ensure_model(Backbone(model=args.model, embedded=True))
-    rows = [probe(args.model, lr, args.steps, args.batch_size, args.seed) for lr in args.lrs]
+    rows = [probe(args.model, lr, args.steps, args.batch_size, args.seed, scale)
+            for lr in args.lrs for scale in args.vision_lr_scales]
     print(f"colour probe: {args.steps} steps of {args.batch_size}, {len(COLORS)} colours")
-    print("| lr | loss (last 25 steps) | floor without the image | colours named | seconds |")
-    print("|---|---|---|---|---|")
+    print("| lr | vision lr scale | loss (last 25 steps) | floor without the image | colours named | seconds |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['lr']:g} | {row['loss']:.3f} | {row['floor']:.3f} | {row['named']}/{len(COLORS)} | {row['seconds']:.0f} |")
+        print(f"| {row['lr']:g} | {row['vision_lr_scale']:g} | {row['loss']:.3f} | {row['floor']:.3f} "
+              f"| {row['named']}/{len(COLORS)} | {row['seconds']:.0f} |")
     return rows
 
 

@@ -87,3 +87,38 @@ def test_resume_continues_from_the_same_step_and_optimizer_state(tmp_path, tiny_
     assert torch.equal(optimizer_step, saved_state["step"])
     assert torch.equal(exp_avg, saved_state["exp_avg"])
     assert second.trainer.global_step == 6
+
+
+class RecordGroups(L.Callback):
+    """Which parameters each optimizer group holds, and every group's lr after each step."""
+
+    def on_train_start(self, trainer, module):
+        names = {id(p): n for n, p in module.model.named_parameters()}
+        RecordGroups.members = [[names[id(p)] for p in g["params"]] for g in trainer.optimizers[0].param_groups]
+        RecordGroups.lrs = []
+
+    def on_train_batch_end(self, trainer, *args):
+        RecordGroups.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+
+
+def test_vision_tower_trains_at_its_own_share_of_the_learning_rate(tmp_path, tiny_model, tiny_corpus):
+    config = sft_config(tmp_path, tiny_model, tiny_corpus, max_steps=4,
+                        extra_callbacks=[{"class_path": "tests.test_sft.RecordGroups"}])
+    cli = cli_main(["fit", "--config", str(config), "--model.init_args.vision_lr_scale", "0.1"])
+    language, vision = RecordGroups.members
+    assert vision and all(".visual." in n for n in vision)
+    assert language and not any(".visual." in n for n in language)
+    trainable = {n for n, p in cli.model.model.named_parameters() if p.requires_grad}
+    assert set(language) | set(vision) == trainable
+    assert len(RecordGroups.lrs) == 4
+    for language_lr, vision_lr in RecordGroups.lrs:  # warmup and cosine keep the ratio
+        assert vision_lr == pytest.approx(0.1 * language_lr)
+    assert len({lrs[0] for lrs in RecordGroups.lrs}) > 1  # the schedule did move the rates
+
+
+def test_vision_lr_scale_must_be_positive(tiny_model):
+    from vinci.backbone import Backbone
+    from vinci.sft import SFTModule
+
+    with pytest.raises(ValueError, match="vision_lr_scale"):
+        SFTModule(Backbone(model=str(tiny_model)), vision_lr_scale=0.0)

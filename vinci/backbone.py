@@ -103,6 +103,12 @@ def lora_target_regex(model: nn.Module, include_vision: bool) -> str:
     return pattern
 
 
+def vision_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters that belong to the vision tower or its projector."""
+    parts = _named_part(model, VISION_PARTS)
+    return {name for name, _ in model.named_parameters() if any(name.startswith(part + ".") for part in parts)}
+
+
 def ensure_model(settings: Backbone) -> None:
     """Build the embedded tiny model when asked to and missing. No network either way."""
     if settings.embedded and not (Path(settings.model) / "config.json").is_file():

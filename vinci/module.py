@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from vinci.backbone import Backbone, ensure_model, load_backbone
+from vinci.backbone import Backbone, ensure_model, load_backbone, vision_parameter_names
 
 
 def warmup_cosine(optimizer, total_steps: int, warmup_ratio: float, min_lr_ratio: float = 0.0):
@@ -42,13 +42,17 @@ class BackboneModule(L.LightningModule):
         scheduler: Optional[LRSchedulerCallable] = None,
         warmup_ratio: float = 0.05,
         min_lr_ratio: float = 0.1,
+        vision_lr_scale: float = 1.0,
     ):
         super().__init__()
+        if vision_lr_scale <= 0:
+            raise ValueError(f"vision_lr_scale must be > 0, got {vision_lr_scale}")
         self.backbone = backbone
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.warmup_ratio = warmup_ratio
         self.min_lr_ratio = min_lr_ratio
+        self.vision_lr_scale = vision_lr_scale
         self.model = None  # peft.PeftModel, set in configure_model
         self.processor = None
         self.strict_loading = False  # checkpoints carry only the trainable tensors
@@ -64,8 +68,21 @@ class BackboneModule(L.LightningModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def parameter_groups(self) -> list[dict]:
+        """Trainable parameters as optimizer groups: the language side, then the vision tower
+        (when any of it trains), whose learning rate `configure_optimizers` scales."""
+        vision = vision_parameter_names(self.model)
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in named if n not in vision]}]
+        if any(n in vision for n, _ in named):
+            groups.append({"params": [p for n, p in named if n in vision], "name": "vision"})
+        return groups
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.trainable_parameters())
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        for group in optimizer.param_groups:  # before the scheduler reads each group's base lr
+            if group.get("name") == "vision":
+                group["lr"] *= self.vision_lr_scale
         if self.scheduler_factory is not None:
             scheduler = self.scheduler_factory(optimizer)
         else:

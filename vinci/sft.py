@@ -27,6 +27,7 @@ class SFTModule(BackboneModule):
         scheduler: Optional[LRSchedulerCallable] = None,
         warmup_ratio: float = 0.05,
         min_lr_ratio: float = 0.1,
+        vision_lr_scale: float = 1.0,
         show_samples: int = 0,
         sample_max_new_tokens: int = 256,
     ):
@@ -37,10 +38,11 @@ class SFTModule(BackboneModule):
             scheduler: learning-rate scheduler; default linear warmup then cosine, per step.
             warmup_ratio: share of all optimizer steps spent warming up (default schedule).
             min_lr_ratio: final learning rate as a share of the peak (default schedule).
+            vision_lr_scale: the vision tower's learning rate as a share of the optimizer's.
             show_samples: after each validation, greedy-decode this many validation prompts and log the text.
             sample_max_new_tokens: length cap of those samples.
         """
-        super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio)
+        super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio, vision_lr_scale)
         self.save_hyperparameters()
         self.show_samples = show_samples
         self.sample_max_new_tokens = sample_max_new_tokens

@@ -42,6 +42,7 @@ class ViRLModule(BackboneModule):
         scheduler: Optional[LRSchedulerCallable] = None,
         warmup_ratio: float = 0.0,
         min_lr_ratio: float = 1.0,
+        vision_lr_scale: float = 1.0,
         ppo_epochs: int = 1,
         micro_batch_size: int = 8,
         max_grad_norm: float = 1.0,
@@ -66,6 +67,7 @@ class ViRLModule(BackboneModule):
             scheduler: learning-rate scheduler; default: warmup_ratio/min_lr_ratio schedule.
             warmup_ratio: linear warmup share of all steps (0 = constant after step 0).
             min_lr_ratio: final learning rate as a share of the peak (1 = constant).
+            vision_lr_scale: the vision tower's learning rate as a share of the optimizer's.
             ppo_epochs: updates over the same rollouts, each against the sampling-time log-probs.
             micro_batch_size: rollout rows per forward/backward; the update covers all N rows.
             max_grad_norm: gradient-norm clip per update.
@@ -84,7 +86,7 @@ class ViRLModule(BackboneModule):
             scale_advantages: divide each group's centred rewards by its std (GRPO, VinciCoder);
                 False keeps r - mean (Dr. GRPO), so near-identical samples pull weakly.
         """
-        super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio)
+        super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio, vision_lr_scale)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.ppo_epochs = ppo_epochs

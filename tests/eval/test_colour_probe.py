@@ -28,7 +28,8 @@ def test_picture_and_program_carry_the_same_colour_and_nothing_else_changes():
 
 
 def test_two_steps_train_and_report_every_colour(tiny_model, capsys):
-    (row,) = main(["--model", str(tiny_model), "--steps", "2", "--batch-size", "2", "--lrs", "1e-3"])
-    assert 0 <= row["named"] <= len(COLORS) and row["steps"] == 2
+    (row,) = main(["--model", str(tiny_model), "--steps", "2", "--batch-size", "2", "--lrs", "1e-3",
+                   "--vision-lr-scales", "0.1"])
+    assert 0 <= row["named"] <= len(COLORS) and row["steps"] == 2 and row["vision_lr_scale"] == 0.1
     assert math.isfinite(row["loss"]) and row["loss"] > row["floor"] > 0
-    assert "| 0.001 |" in capsys.readouterr().out
+    assert "| 0.001 | 0.1 |" in capsys.readouterr().out
