@@ -98,6 +98,34 @@ def test_kl_uses_the_frozen_sft_adapter_on_the_same_backbone(tmp_path, tiny_mode
     for key, value in sft.items():
         ours = key.replace(".weight", ".reference.weight")
         assert torch.equal(reference[ours], value), key
+    # The policy starts as the reference: the first step's KL is 0. (Before the reference got
+    # its own tied output head, its logits came from the untrained base head: KL ~ 2 nats.)
+    assert float(cli.trainer.callback_metrics["train/kl"]) == pytest.approx(0.0, abs=1e-6)
+    # Switching adapters for the reference pass leaves only the policy's LoRA matrices trainable.
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and ".default." in n for n in trainable)
+
+
+def test_reference_adapter_scores_like_the_policy_it_was_loaded_from(tiny_model, sft_adapter):
+    """A second adapter loaded from the same files gives the same log-probs, tied head included."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from vinci.backbone import tie_output_head
+
+    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(str(tiny_model)), str(sft_adapter))
+    model.load_adapter(str(sft_adapter), adapter_name="reference", is_trainable=False)
+    tie_output_head(model, "reference")
+    ids = torch.arange(10, 40).unsqueeze(0)  # [1, 30] text tokens
+
+    def logits(adapter):
+        model.set_adapter(adapter)
+        with torch.no_grad():
+            return model(input_ids=ids).logits  # [1, 30, V]
+
+    assert torch.equal(logits("reference"), logits("default"))
+    assert model.get_output_embeddings().modules_to_save["reference"].weight is \
+        model.get_input_embeddings().modules_to_save["reference"].weight
 
 
 def test_old_log_probs_are_the_first_epochs_and_later_epochs_see_the_change(tmp_path, tiny_model, tiny_corpus, sft_adapter):

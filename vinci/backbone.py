@@ -192,6 +192,24 @@ def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
     return model, processor
 
 
+def tie_output_head(model, adapter_name: str) -> None:
+    """Give a loaded adapter's trained input embedding its tied output head.
+
+    peft ties the output head to a trained (modules_to_save) embedding for the adapter it creates
+    or loads first. An adapter added later with `load_adapter` gets its own embedding copy but no
+    head copy, so while it is active the head falls back to the base model's untrained weights.
+    This adds that copy, sharing the adapter's embedding weight, as peft does for the first one.
+    """
+    from peft.utils.other import ModulesToSaveWrapper
+
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if not (isinstance(embed, ModulesToSaveWrapper) and isinstance(head, ModulesToSaveWrapper)):
+        return
+    tied = head.original_module.weight is embed.original_module.weight
+    if tied and adapter_name in embed.modules_to_save and adapter_name not in head.modules_to_save:
+        head.update(adapter_name, tied_module=embed.modules_to_save[adapter_name])
+
+
 def save_adapter(model, processor, out_dir: str | Path) -> Path:
     """Write the adapter in standard PEFT format, with the processor beside it."""
     out = Path(out_dir)

@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from vinci import grpo
-from vinci.backbone import Backbone
+from vinci.backbone import Backbone, tie_output_head
 from vinci.module import BackboneModule
 from vinci.reward.format import composite_reward, format_reward
 from vinci.reward.metric import PatchSimilarity
@@ -116,13 +116,16 @@ class ViRLModule(BackboneModule):
         if self.model is not None:
             return
         super().configure_model()
-        for name, parameter in self.model.named_parameters():  # RL moves the LoRA matrices only,
-            parameter.requires_grad = "lora_" in name  # not modules the SFT adapter saved whole
         if self.kl_coef > 0:
             if not self.backbone.adapter:
                 raise ValueError("kl_coef > 0 needs backbone.adapter: the frozen SFT adapter is the reference policy")
             self.model.load_adapter(self.backbone.adapter, adapter_name=REFERENCE, is_trainable=False)
+            tie_output_head(self.model, REFERENCE)
             self.model.set_adapter("default")
+        # RL moves the policy's LoRA matrices only: not modules the SFT adapter saved whole, and
+        # not the reference adapter (set_adapter above makes the policy's saved modules trainable).
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad = "lora_" in name and f".{REFERENCE}." not in name
 
     def on_fit_start(self) -> None:
         from callbacks.pipeline import check_pipeline
@@ -145,6 +148,7 @@ class ViRLModule(BackboneModule):
     def _logp_no_grad(self, rollout: Rollout, adapter: Optional[str] = None) -> torch.Tensor:
         n = rollout.completions.completion_ids.shape[0]
         chunks = []
+        trainable = {p: p.requires_grad for p in self.model.parameters()}  # set_adapter changes these
         if adapter:
             self.model.set_adapter(adapter)
         try:
@@ -154,6 +158,8 @@ class ViRLModule(BackboneModule):
         finally:
             if adapter:
                 self.model.set_adapter("default")
+                for parameter, flag in trainable.items():
+                    parameter.requires_grad_(flag)
         return torch.cat(chunks)  # [N, L]
 
     # ---- reward -----------------------------------------------------------------------
