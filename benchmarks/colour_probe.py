@@ -60,7 +60,7 @@ def example(colour: str, answer_colour: str | None = None):
 def probe(model_dir: str, lr: float, steps: int, batch_size: int, seed: int, vision_lr_scale: float = 1.0) -> dict:
     import torch
 
-    from vinci.backbone import Backbone, Lora, load_backbone, vision_parameter_names
+    from vinci.backbone import Backbone, Lora, load_backbone, trainable_split
     from vinci.data.collate import SFTCollator
 
     torch.manual_seed(seed)
@@ -68,11 +68,9 @@ def probe(model_dir: str, lr: float, steps: int, batch_size: int, seed: int, vis
     lora = Lora(r=64, alpha=64, dropout=0.0, vision="lora", modules_to_save=["embed_tokens"])  # as configs/sft.yaml
     model, processor = load_backbone(Backbone(model=model_dir, dtype="float32", lora=lora))
     collator = SFTCollator(processor)
-    vision = vision_parameter_names(model)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
-    groups = [{"params": [p for n, p in named if n not in vision], "lr": lr},
-              {"params": [p for n, p in named if n in vision], "lr": lr * vision_lr_scale}]
+    language, vision = trainable_split(model)
+    params = language + vision
+    groups = [{"params": language, "lr": lr}, {"params": vision, "lr": lr * vision_lr_scale}]
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     started, losses = time.perf_counter(), []
     model.train()

@@ -103,10 +103,14 @@ def lora_target_regex(model: nn.Module, include_vision: bool) -> str:
     return pattern
 
 
-def vision_parameter_names(model: nn.Module) -> set[str]:
-    """Names of the parameters that belong to the vision tower or its projector."""
+def trainable_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Trainable parameters as (language side, vision tower and its projector)."""
     parts = _named_part(model, VISION_PARTS)
-    return {name for name, _ in model.named_parameters() if any(name.startswith(part + ".") for part in parts)}
+    language, vision = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (vision if any(name.startswith(part + ".") for part in parts) else language).append(parameter)
+    return language, vision
 
 
 def ensure_model(settings: Backbone) -> None:

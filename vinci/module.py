@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from vinci.backbone import Backbone, ensure_model, load_backbone, vision_parameter_names
+from vinci.backbone import Backbone, ensure_model, load_backbone, trainable_split
 
 
 def warmup_cosine(optimizer, total_steps: int, warmup_ratio: float, min_lr_ratio: float = 0.0):
@@ -71,12 +71,8 @@ class BackboneModule(L.LightningModule):
     def parameter_groups(self) -> list[dict]:
         """Trainable parameters as optimizer groups: the language side, then the vision tower
         (when any of it trains), whose learning rate `configure_optimizers` scales."""
-        vision = vision_parameter_names(self.model)
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        groups = [{"params": [p for n, p in named if n not in vision]}]
-        if any(n in vision for n, _ in named):
-            groups.append({"params": [p for n, p in named if n in vision], "name": "vision"})
-        return groups
+        language, vision = trainable_split(self.model)
+        return [{"params": language}] + ([{"params": vision, "name": "vision"}] if vision else [])
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())

@@ -148,7 +148,7 @@ class ViRLModule(BackboneModule):
     def _logp_no_grad(self, rollout: Rollout, adapter: Optional[str] = None) -> torch.Tensor:
         n = rollout.completions.completion_ids.shape[0]
         chunks = []
-        trainable = {p: p.requires_grad for p in self.model.parameters()}  # set_adapter changes these
+        trainable = {p: p.requires_grad for p in self.model.parameters()} if adapter else {}  # set_adapter changes these
         if adapter:
             self.model.set_adapter(adapter)
         try:
