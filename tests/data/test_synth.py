@@ -87,6 +87,50 @@ def test_flaws_are_varied_and_real(language):
     assert broken >= 0.5 * len(slips), f"only {broken} of {len(slips)} syntax slips break the program"
 
 
+def _svg_tops(code: str) -> list[tuple[float, float]]:
+    """(top, left) of each element's box, from the written attributes."""
+    tops = []
+    for element in list(ET.fromstring(code)):
+        a = {k: float(v) for k, v in element.attrib.items() if re.fullmatch(r"-?[\d.]+", v)}
+        tag = element.tag.split("}")[-1]
+        if tag == "circle":
+            tops.append((a["cy"] - a["r"], a["cx"] - a["r"]))
+        elif tag == "text":
+            tops.append((a["y"] - 16, a["x"]))
+        elif tag == "polygon":
+            xy = [float(v) for v in re.split(r"[ ,]", element.attrib["points"])]
+            tops.append((min(xy[1::2]), min(xy[0::2])))
+        elif tag == "line":
+            tops.append((min(a["y1"], a["y2"]), min(a["x1"], a["x2"])))
+        else:
+            tops.append((a["y"], a["x"]))
+    return tops
+
+
+def _tikz_tops(code: str) -> list[tuple[float, float]]:
+    """(-top, left) of each command's box (TikZ's y points up)."""
+    tops = []
+    for line in code.splitlines():
+        points = [tuple(map(float, p)) for p in re.findall(r"\((-?[\d.]+),(-?[\d.]+)\)", line)]
+        if not points:
+            continue
+        if " circle (" in line:
+            (x, y), r = points[0], float(re.search(r"circle \(([\d.]+)\)", line).group(1))
+            tops.append((-(y + r), x - r))
+        else:
+            tops.append((-max(p[1] for p in points), min(p[0] for p in points)))
+    return tops
+
+
+@pytest.mark.parametrize("language, tops", [("svg", _svg_tops), ("latex", _tikz_tops)])
+def test_elements_are_written_in_reading_order(language, tops):
+    # Top to bottom, then left to right: which element comes first is read off the picture.
+    programs = generate(language, N, seed=0)
+    for program in programs:
+        assert tops(program.code) == sorted(tops(program.code)), program.code
+    assert sum(len(tops(p.code)) >= 3 for p in programs) > N // 3  # the check has orders to get wrong
+
+
 def test_flaw_kinds_change_what_they_say():
     programs = {p.flaw: p for p in generate("python", N, seed=1)}
     colour = programs["colour"]

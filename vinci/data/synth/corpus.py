@@ -32,7 +32,7 @@ from vinci.render import RenderJob, RenderOptions, RenderPool
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 2: SVG and TikZ elements in reading order; older corpora are rebuilt
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 # Small renders: the tiny model sees a few thousand pixels anyway, and small is fast.

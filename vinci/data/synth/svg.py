@@ -1,7 +1,8 @@
 """Procedural SVG scenes: a few rects, circles, lines, triangles and a word on a 128 px canvas.
 
 One canonical style: an ``<svg>`` root with width/height 128 and one self-closing element per
-line, attributes in a fixed order, coordinates on an 8 px grid. Flaws edit one element
+line, attributes in a fixed order, coordinates on an 8 px grid, elements in reading order
+(top to bottom, then left to right). Flaws edit one element
 (colour, position), drop one, or slip the XML syntax.
 """
 
@@ -55,7 +56,20 @@ def sample(rng: random.Random) -> list[Shape]:
     for s in shapes:  # a line needs length (120 - x differs from x on the 8 px grid)
         if s.kind == "line" and s.points[:2] == s.points[2:]:
             s.points[2] = 120 - s.points[0]
-    return shapes
+    return sorted(shapes, key=_reading_order)
+
+
+def _reading_order(s: Shape) -> tuple[int, int]:
+    """(top, left) of the shape's box: elements are written top to bottom, then left to right,
+    so the picture, not a coin toss, decides which element comes first."""
+    p = s.points
+    if s.kind == "circle":
+        return p[1] - p[2], p[0] - p[2]
+    if s.kind == "text":
+        return p[1] - 16, p[0]  # y is the baseline of a 16 px font
+    if s.kind == "rect":
+        return p[1], p[0]
+    return min(p[1::2]), min(p[0::2])  # line, polygon: the smallest y and x of their points
 
 
 def _element(s: Shape) -> str:

@@ -2,7 +2,8 @@
 
 One canonical style: a complete ``\\documentclass[tikz,border=4pt]{standalone}`` document (it
 compiles with only TikZ loaded, which is faster than the renderer's default preamble for
-snippets), one command per line, coordinates in centimetres on a 0.5 grid. Because standalone
+snippets), one command per line in reading order (top to bottom, then left to right),
+coordinates in centimetres on a 0.5 grid. Because standalone
 crops to the drawing, a shift flaw moves one element relative to the others. Flaws edit one
 element (colour, position), drop one, or slip the TeX syntax.
 """
@@ -48,7 +49,18 @@ def _item(rng: random.Random, kind: str, color: str) -> Item:
 def sample(rng: random.Random) -> list[Item]:
     n = rng.randint(2, 4)
     colors = distinct(rng, COLORS, n)
-    return [_item(rng, rng.choice(KINDS), c) for c in colors]
+    return sorted((_item(rng, rng.choice(KINDS), c) for c in colors), key=_reading_order)
+
+
+def _reading_order(it: Item) -> tuple[float, float]:
+    """(-top, left) of the item's box, so commands run top to bottom, then left to right (TikZ's
+    y points up): the picture, not a coin toss, decides which command comes first."""
+    p = it.at
+    if it.kind == "circle":
+        return -(p[1] + p[2]), p[0] - p[2]
+    if it.kind == "node":
+        return -p[1], p[0]
+    return -max(p[1], p[3]), min(p[0], p[2])  # rect, arrow
 
 
 def _num(v: float) -> str:
