@@ -1,8 +1,10 @@
 """RenderRollouts: extract each sample's code and render all B x G programs concurrently.
 
 The jobs go to the warm, sandboxed `RenderPool` as one asynchronous submission, so the
-training step computes the old log-probs while the renders run. A sample without a fenced
-block of the asked-for language is not rendered; it fails with kind "no-output".
+training step computes the old log-probs while the renders run. A program sampled more than
+once in the step (common for a small policy at a low temperature) is rendered once and its
+result shared. A sample without a fenced block of the asked-for language is not rendered; it
+fails with kind "no-output".
 """
 
 from __future__ import annotations
@@ -63,12 +65,16 @@ class RenderRollouts(L.Callback):
         started = time.perf_counter()
         languages = rollout.languages
         rollout.codes = [extract_code(text, lang) for text, lang in zip(rollout.completions.texts, languages)]
-        jobs, slots = [], []
+        jobs, slots, first = [], [], {}
         for code, language in zip(rollout.codes, languages):
             if code is None:
                 slots.append(None)
-            else:
-                slots.append(len(jobs))
+                continue
+            key = (language, code)  # a renderer is deterministic: the same program renders once
+            if key not in first:
+                first[key] = len(jobs)
                 jobs.append(RenderJob(language, code))
+            slots.append(first[key])
+        rollout.render_jobs = len(jobs)
         missing = RenderResult.failure("no-output", "no fenced code block in the asked-for language")
         rollout.render_future = _combine(self.pool.submit(jobs), slots, missing, started, rollout)

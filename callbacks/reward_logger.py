@@ -1,9 +1,10 @@
 """RewardLogger: what a person watches in TensorBoard during ViRL (rank 0 only, no grad).
 
-Every step: reward mean/std (overall, visual, format), render rate per language, response
-length, seconds per phase. (The step itself logs KL, clip fractions, entropy and
-frac_reward_zero_std.) Every `every_n_steps`: an image grid of reference | best | worst render
-per prompt, with their rewards, and the sampled code of the best and worst as text.
+Every step: reward mean/std (overall, visual, format), render rate per language, the share of
+distinct programs (repeats render once), response length, seconds per phase. (The step itself
+logs KL, clip fractions, entropy and frac_reward_zero_std.) Every `every_n_steps`: an image
+grid of reference | best | worst render per prompt, with their rewards, and the sampled code
+of the best and worst as text.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class RewardLogger(L.Callback):
         for language in sorted(set(rollout.languages)):
             rows = [i for i, lang in enumerate(rollout.languages) if lang == language]
             scalars[f"render/rate_{language}"] = float(rendered[rows].mean())
+        scalars["render/distinct_frac"] = rollout.render_jobs / max(1, len(rollout.languages))  # share actually rendered
         lengths = rollout.completions.completion_mask.sum(dim=1).float()  # [N]
         scalars["response/length_mean"] = float(lengths.mean())
         scalars["response/length_max"] = float(lengths.max())

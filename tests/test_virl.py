@@ -167,3 +167,36 @@ def test_missing_sft_adapter_says_run_sft_first(tmp_path, tiny_model, tiny_corpu
     config = virl_config(tmp_path, tiny_model, tiny_corpus, tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="configs/sft.yaml"):
         cli_main(["fit", "--config", str(config)])
+
+
+def test_a_program_sampled_twice_renders_once_and_both_rows_get_its_image():
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from vinci.render import RenderResult
+    from vinci.rollout import Rollout
+
+    class RecordingPool:
+        def __init__(self):
+            self.jobs = []
+
+        def submit(self, jobs):
+            self.jobs = list(jobs)
+            done = Future()
+            done.set_result([RenderResult(True, Image.new("RGB", (8, 8), (i, 0, 0))) for i in range(len(jobs))])
+            return done
+
+    svg = lambda fill: f'```svg\n<svg xmlns="http://www.w3.org/2000/svg"><rect fill="{fill}"/></svg>\n```'  # noqa: E731
+    texts = [svg("red"), svg("blue"), svg("red"), "no fence here"]  # rows 0 and 2 are one program
+    batch = SimpleNamespace(images=[None, None], languages=["svg", "svg"])
+    rollout = Rollout(batch=batch, completions=SimpleNamespace(texts=texts), group_size=2)
+    callback, pool = RenderRollouts(), RecordingPool()
+    callback.pool = pool
+    callback.on_train_batch_start(None, SimpleNamespace(rollout=rollout), batch, 0)
+    renders = rollout.wait_renders()
+    assert [job.code for job in pool.jobs] == [rollout.codes[0], rollout.codes[1]] and rollout.render_jobs == 2
+    assert renders[0] is renders[2] and renders[0].image.getpixel((0, 0)) == (0, 0, 0)
+    assert renders[1].image.getpixel((0, 0)) == (1, 0, 0)
+    assert not renders[3].ok and renders[3].kind == "no-output"

@@ -23,6 +23,7 @@ class Rollout:
     group_size: int  # G
     codes: list[Optional[str]] = field(default_factory=list)  # [N] extracted code, None without a fenced block
     render_future: Optional[Future] = None  # resolves to list[RenderResult] [N]
+    render_jobs: int = 0  # distinct programs sent to the renderers (repeats render once)
     renders: Optional[list] = None  # [N] RenderResult, once waited for
     rewards: Optional[object] = None  # RewardParts of [N] tensors, set by the training step
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase: sample, render, score, update
