@@ -27,7 +27,7 @@ def sft_adapter(tmp_path_factory, tiny_model, tiny_corpus) -> Path:
     config["data"]["batch_size"] = 4
     config["model"]["init_args"]["optimizer"]["init_args"]["lr"] = 0.003
     # With configs/sft.yaml's 0.1, or with virl.yaml's T = 0.6, this 100-step adapter wrote no
-    # rewarded program at the second step of test_one_step_...; these tests need one that does.
+    # rewarded program in test_one_step_...'s rollouts (corpus v1); these tests need one that does.
     config["model"]["init_args"]["vision_lr_scale"] = 1.0
     path = tmp / "sft_fast.yaml"
     path.write_text(yaml.safe_dump(config))

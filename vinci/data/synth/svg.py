@@ -2,8 +2,8 @@
 
 One canonical style: an ``<svg>`` root with width/height 128 and one self-closing element per
 line, attributes in a fixed order, coordinates on an 8 px grid, elements in reading order
-(top to bottom, then left to right). Flaws edit one element
-(colour, position), drop one, or slip the XML syntax.
+(top to bottom, then left to right). Flaws edit one element (colour, position), drop one, or
+slip the XML syntax.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 One canonical style: a complete ``\\documentclass[tikz,border=4pt]{standalone}`` document (it
 compiles with only TikZ loaded, which is faster than the renderer's default preamble for
 snippets), one command per line in reading order (top to bottom, then left to right),
-coordinates in centimetres on a 0.5 grid. Because standalone
-crops to the drawing, a shift flaw moves one element relative to the others. Flaws edit one
-element (colour, position), drop one, or slip the TeX syntax.
+coordinates in centimetres on a 0.5 grid. Because standalone crops to the drawing, a shift
+flaw moves one element relative to the others. Flaws edit one element (colour, position),
+drop one, or slip the TeX syntax.
 """
 
 from __future__ import annotations
