@@ -69,6 +69,23 @@ def test_qlora_step_changes_only_lora_and_reloads_with_plain_peft(tiny_model, tm
         assert torch.allclose(value, theirs[name]), name
 
 
+def test_qlora_trains_after_an_eval_mode_forward(tiny_model):
+    """A ViRL step samples in eval mode without grad, then trains. On CPUs with AVX512-BF16,
+    bitsandbytes would repack the 4-bit weights for an inference kernel at that first forward,
+    and the training forward after it failed on the layers with a bias."""
+    settings = Backbone(model=str(tiny_model), quantization=Quantization(load_in_4bit=True, compute_dtype="float32"))
+    model, processor = load_backbone(settings)
+    batch = _batch(processor)
+    model.eval()
+    with torch.no_grad():
+        model(**batch.inputs)
+    model.train()
+    loss = model(**batch.inputs, labels=batch.labels).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_" in n)
+
+
 @pytest.mark.parametrize("saved", [None, ["embed_tokens"]], ids=["lora", "lora+embeddings"])
 def test_adapter_roundtrip_gives_the_same_outputs(tiny_model, tmp_path, saved):
     model, processor = load_backbone(Backbone(model=str(tiny_model), lora=Lora(modules_to_save=saved)))

@@ -163,6 +163,7 @@ def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
 
     if quant.load_in_4bit and trainable:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
+        keep_4bit_weights_trainable(model)
     elif settings.gradient_checkpointing and trainable:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -194,6 +195,19 @@ def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
     total = sum(p.numel() for p in model.parameters())
     log.info("loaded %s: %d trainable of %d parameters", settings.model, n_trainable, total)
     return model, processor
+
+
+def keep_4bit_weights_trainable(model) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for its CPU inference kernel.
+
+    On a CPU with AVX512-BF16, a 4-bit layer's first forward in eval mode without grad (a ViRL
+    rollout, an SFT sample) repacks its weight for a kernel that has no backward, and keeps it
+    so: the next training forward then fails inside bitsandbytes. A model that will train keeps
+    the training layout; GPUs are unaffected.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def tie_output_head(model, adapter_name: str) -> None:
