@@ -153,9 +153,13 @@ def test_old_log_probs_are_the_first_epochs_and_later_epochs_see_the_change(tmp_
     one = cli_main(["fit", "--config", config]).trainer.callback_metrics
     assert float(one["train/approx_kl"]) == 0.0 and float(one["train/ratio_mean"]) == 1.0
     # weight decay moves the weights at the first step even when every group's rewards tie
-    two = cli_main(["fit", "--config", config, "--model.init_args.ppo_epochs", "2",
-                    "--model.init_args.optimizer.init_args.weight_decay", "0.5"]).trainer.callback_metrics
+    # max_steps counts optimizer steps: 2 is one rollout batch with two epochs
+    trainer = cli_main(["fit", "--config", config, "--model.init_args.ppo_epochs", "2", "--trainer.max_steps", "2",
+                        "--model.init_args.optimizer.init_args.weight_decay", "0.5"]).trainer
+    two = trainer.callback_metrics
     assert float(two["train/approx_kl"]) > 0.0 and float(two["train/ratio_mean"]) != 1.0
+    # the schedule steps with the optimizer, so its decay ends where max_steps does
+    assert trainer.global_step == 2 and trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
 
 
 def test_resume_mid_virl(tmp_path, tiny_model, tiny_corpus, sft_adapter):

@@ -241,8 +241,8 @@ class ViRLModule(BackboneModule):
             if rows:
                 norms.append(float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.max_grad_norm)))
                 optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+                if scheduler is not None:  # per optimizer step, as max_steps counts them
+                    scheduler.step()
         result = {k: v / max(1, n_micro) for k, v in totals.items()}
         if norms:
             result["grad_norm"] = sum(norms) / len(norms)
