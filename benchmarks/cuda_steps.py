@@ -6,9 +6,9 @@
 Runs configs/sft.yaml and configs/virl.yaml for a few steps in each mode, on the embedded tiny
 model, with the trainer on the GPU in bf16-mixed. Prints, per stage and mode: seconds per step
 (the first step, which compiles kernels and starts the render workers, is left out), peak GPU
-memory, and the last step's loss or mean rollout reward; for ViRL also seconds per phase. The
-tiny model makes these a check of the CUDA and 4-bit paths and of where a step's time goes,
-not a measure of what a 7B costs. The first mode in a process also pays CUDA's start-up beyond
+memory, and SFT's last loss or ViRL's mean rollout reward (steps 2..N); for ViRL also seconds
+per phase. The tiny model makes these a check of the CUDA and 4-bit paths and of where a step's
+time goes, not a measure of what a 7B costs. The first mode in a process also pays CUDA's start-up beyond
 its first step (at 30 SFT steps that doubled its s/step); compare modes with --modes in both
 orders. Outputs go to a temporary directory; runs/ is not touched.
 """
@@ -106,7 +106,7 @@ def run_stage(stage: str, mode: str, steps: int, out: Path) -> dict[str, object]
         row["last"] = f"loss {float(metrics['train/loss']):.3f}" if "train/loss" in metrics else "-"
     else:
         phases = step_times(Path(cli.trainer.logger.log_dir))
-        row["last"] = f"reward {phases.pop('reward/overall_mean', float('nan')):.3f}"
+        row["last"] = f"mean reward {phases.pop('reward/overall_mean', float('nan')):.3f}"
         row["phases"] = ", ".join(f"{k[5:-2]} {v:.2f}" for k, v in sorted(phases.items()))
     del cli
     return row
@@ -128,7 +128,7 @@ def main(argv=None):
             rows.append(run_stage("sft", mode, args.sft_steps, Path(tmp)))
             rows.append(run_stage("virl", mode, args.virl_steps, Path(tmp)))
     print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__}")
-    print(f"{'stage':5s} {'mode':10s} {'steps':>5s} {'s/step':>7s} {'peak GiB':>8s}  last step")
+    print(f"{'stage':5s} {'mode':10s} {'steps':>5s} {'s/step':>7s} {'peak GiB':>8s}  loss or reward")
     for row in rows:
         print(f"{row['stage']:5s} {row['mode']:10s} {row['steps']:5d} {row['s/step']:7.3f} {row['peak GiB']:8.3f}  {row['last']}")
         if "phases" in row:
