@@ -20,14 +20,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vinci.evaluate import average, evaluate, format_table, load_for_eval, read_test_rows  # noqa: E402
 
 
+def reference_render_options(rows_path: Path):
+    """The options the rows' reference images were rendered with, so answers render alike: the
+    corpus manifest's when the rows sit in a synthetic corpus, else the defaults (None). A
+    manifest this code cannot read (another corpus version) is an error, not a silent default."""
+    from vinci.data.synth import read_manifest
+    from vinci.data.synth.corpus import MANIFEST, VERSION
+    from vinci.render import RenderOptions
+
+    manifest = read_manifest(rows_path.parent)
+    if manifest is None and (rows_path.parent / MANIFEST).is_file():
+        raise ValueError(
+            f"{rows_path.parent / MANIFEST} is not a version-{VERSION} corpus manifest, so the render "
+            f"options of {rows_path.name}'s reference images are unknown: rebuild the corpus "
+            f"(python -m vinci.data.synth --out {rows_path.parent}) or run SFT, which rebuilds it"
+        )
+    return RenderOptions(**manifest["render_options"]) if manifest else None
+
+
 def run(adapters: dict[str, str], model: str, rows_path: str, max_new_tokens: int, limit: int, workers: int, samples: int = 0,
         temperature: float = 1.0):
     """Evaluate each adapter; samples=0 decodes greedily, samples=K averages K answers sampled at `temperature` per prompt."""
-    from vinci.data.synth import read_manifest
-    from vinci.render import RenderOptions, RenderPool
+    from vinci.render import RenderPool
 
-    manifest = read_manifest(Path(rows_path).parent)  # render like the references were rendered
-    options = RenderOptions(**manifest["render_options"]) if manifest else None
+    options = reference_render_options(Path(rows_path))
     rows = read_test_rows(Path(rows_path), min_pixels=56 * 56, max_pixels=224 * 224)
     if limit:
         from torch.utils.data import Subset
