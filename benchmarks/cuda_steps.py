@@ -9,14 +9,13 @@ model, with the trainer on the GPU in bf16-mixed. Prints, per stage and mode: se
 memory, and SFT's last loss or ViRL's mean rollout reward (steps 2..N); for ViRL also seconds
 per phase. The tiny model makes these a check of the CUDA and 4-bit paths and of where a step's
 time goes, not a measure of what a 7B costs. The first mode in a process also pays CUDA's start-up beyond
-its first step (at 30 SFT steps that doubled its s/step); compare modes with --modes in both
-orders. Outputs go to a temporary directory; runs/ is not touched.
+its first step (at 30 SFT steps, 1.6 to 2.9 times the s/step of the same mode run second);
+compare modes with --modes in both orders. Outputs go to a temporary directory; runs/ is not touched.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import tempfile
 import time
@@ -36,27 +35,18 @@ def stage_config(stage: str, mode: str, steps: int, out: Path) -> Path:
     """configs/<stage>.yaml moved to the GPU in bf16-mixed, its outputs under `out`."""
     import yaml
 
-    config = yaml.safe_load((ROOT / "configs" / f"{stage}.yaml").read_text())
-    run = out / f"{stage}-{mode}"
-    trainer = config["trainer"]
-    trainer.update(accelerator="gpu", precision="bf16-mixed", max_steps=steps, default_root_dir=str(run))
-    trainer.pop("max_epochs", None)
-    trainer["limit_val_batches"] = 0
-    trainer["logger"]["init_args"].update(save_dir=str(run), name="tb")
-    for callback in trainer.get("callbacks", []):
-        args = callback.setdefault("init_args", {}) or {}
-        for key in ("dirpath", "export_dir"):
-            if key in args:
-                args[key] = str(run / Path(args[key]).name)
+    from benchmarks.reproduce import retarget, write_config
+
+    name = f"{stage}-{mode}"
+    config = retarget(yaml.safe_load((ROOT / "configs" / f"{stage}.yaml").read_text()), out, name)
+    config["trainer"].update(accelerator="gpu", precision="bf16-mixed", max_steps=steps, limit_val_batches=0)
     backbone = config["model"]["init_args"]["backbone"]
     backbone["dtype"] = "bfloat16"
     if MODES[mode] is not None:
-        backbone["quantization"] = copy.deepcopy(MODES[mode])
+        backbone["quantization"] = dict(MODES[mode])
     if stage == "sft":
         config["model"]["init_args"]["show_samples"] = 0
-    path = out / f"{stage}-{mode}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_config(config, out / f"{name}.yaml")
 
 
 def step_times(logdir: Path) -> dict[str, float]:
