@@ -67,10 +67,11 @@ class WorkerStartError(RuntimeError):
 class WorkerHandle:
     """The pool's side of one worker process (not thread-safe: one job at a time)."""
 
-    def __init__(self, kind: str, use_bwrap: bool, startup_timeout: float):
+    def __init__(self, kind: str, use_bwrap: bool, startup_timeout: float, tex_formats: int = 8):
         self.kind = kind
         self.startup_timeout = startup_timeout
-        self.command, self.isolation = sandbox.worker_command(["--kind", kind], use_bwrap)
+        args = ["--kind", kind, "--tex-formats", str(tex_formats)]
+        self.command, self.isolation = sandbox.worker_command(args, use_bwrap)
         self.use_bwrap = use_bwrap and self.isolation == "bubblewrap"
         self.proc: Optional[subprocess.Popen] = None
         self.reader: Optional[FrameReader] = None

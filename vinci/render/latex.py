@@ -8,6 +8,12 @@ class is switched to `standalone`. pdflatex runs with `-no-shell-escape -halt-on
 `openout_any=p`): `\\write18` does nothing, and absolute or `../` paths can be neither read
 (`\\input{/etc/passwd}`) nor written (`\\openout`). pdfinfo checks the page size against the
 pixel cap before pdftoppm rasterises it at `RenderOptions.latex_dpi`.
+
+A preamble the worker has seen before is compiled only once (see `texformat`): the job either
+builds a format from this document's preamble first (`tex_format="build"`), or finds one the
+worker wrote into its directory (`"cached"`), and pdflatex then starts from that format. If
+anything about the format fails, the job compiles the plain way, so a format can make a render
+faster but never changes whether it succeeds or what it draws.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ _PREAMBLE_ONLY = re.compile(r"^\s*\\(usepackage|usetikzlibrary|usepgfplotslibrar
 _ARTICLE = re.compile(r"\\documentclass\s*(\[[^\]]*\])?\s*\{article\}")
 STANDALONE = r"\\documentclass[border=5pt,varwidth=50cm]{standalone}"
 TEX_ENV = {"openin_any": "p", "openout_any": "p", "shell_escape": "f"}
+PDFLATEX = ["pdflatex", "-no-shell-escape", "-halt-on-error", "-interaction=nonstopmode"]
+FORMAT_FILE = "job.fmt"  # a preamble format, built or cached, beside job.tex; pdflatex -fmt=job finds it
+# mylatexformat dumps everything before \begin{document}; -jobname=job keeps \jobname as in the compile
+INI = ["pdflatex", "-ini", "-no-shell-escape", "-halt-on-error", "-interaction=nonstopmode", "-jobname=job", "&pdflatex", "mylatexformat.ltx"]
 
 
 def make_document(code: str) -> str:
@@ -89,13 +99,46 @@ def _page_size_pts(pdf: str, deadline: float) -> tuple[float, float]:
     return float(match.group(1)), float(match.group(2))
 
 
-def render_latex(code: str, options: RenderOptions, timeout: float) -> Image.Image:
-    """Compile `code` with pdflatex and rasterise its first page; RGB on white."""
+def _build_format(deadline: float) -> bool:
+    """Dump job.tex's preamble into job.fmt (mylatexformat); False, and no job.fmt, on failure."""
+    try:
+        done = _run([*INI, "job.tex"], deadline, "pdflatex -ini")
+    except RenderFailure:
+        done = None
+    if done is not None and done.returncode == 0 and os.path.isfile(FORMAT_FILE):
+        return True
+    _remove(FORMAT_FILE)
+    return False
+
+
+def _remove(*paths: str) -> None:
+    for path in paths:
+        if os.path.lexists(path):
+            os.remove(path)
+
+
+def render_latex(code: str, options: RenderOptions, timeout: float, tex_format: str = "plain") -> Image.Image:
+    """Compile `code` with pdflatex and rasterise its first page; RGB on white.
+
+    tex_format: "plain" compiles from scratch; "build" first dumps the preamble into job.fmt,
+    then compiles from it; "cached" compiles from the job.fmt already in the directory. When
+    the compile from a format fails, the plain compile decides; if that one succeeds, job.fmt
+    is deleted, which tells the worker that the format was at fault.
+    """
     deadline = time.monotonic() + timeout
     with open("job.tex", "w", encoding="utf-8") as tex:
         tex.write(make_document(code))
-    cmd = ["pdflatex", "-no-shell-escape", "-halt-on-error", "-interaction=nonstopmode", "job.tex"]
-    done = _run(cmd, deadline, "pdflatex")
+    if tex_format == "build" and not _build_format(deadline):
+        tex_format = "plain"
+    if tex_format in ("build", "cached") and os.path.isfile(FORMAT_FILE):
+        done = _run([*PDFLATEX, "-fmt=job", "job.tex"], deadline, "pdflatex")
+        if done.returncode != 0 or not os.path.exists("job.pdf"):  # the plain compile decides
+            _remove("job.pdf")
+            done = _run([*PDFLATEX, "job.tex"], deadline, "pdflatex")
+            if done.returncode == 0 and os.path.exists("job.pdf"):
+                _remove(FORMAT_FILE)  # the format was at fault: this tells the worker to drop it
+    else:
+        done = _run([*PDFLATEX, "job.tex"], deadline, "pdflatex")
     log_text = ""
     if os.path.exists("job.log"):
         with open("job.log", encoding="latin-1") as log_file:

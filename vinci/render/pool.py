@@ -58,7 +58,9 @@ class RenderPool:
     workers: workers per kind: python (started now), svg+latex (started on first use).
     html_workers: Chromium workers (default: workers), started on the first html job. timeout: seconds per job unless the
     job sets its own. options/limits: defaults for every job. bubblewrap: run workers in
-    bubblewrap when it works (False: rlimits and namespaces only).
+    bubblewrap when it works (False: rlimits and namespaces only). tex_formats: LaTeX
+    preambles each svg+latex worker keeps compiled, so a repeated one loads its packages
+    once (see `texformat`; 0 turns this off).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class RenderPool:
         limits: Optional[SandboxLimits] = None,
         bubblewrap: bool = True,
         startup_timeout: float = 120.0,
+        tex_formats: int = 8,
     ):
         html_workers = workers if html_workers is None else html_workers
         if workers < 1 or html_workers < 1:
@@ -84,7 +87,7 @@ class RenderPool:
         self._closed = False
         self._lock = threading.Lock()
         counts = {"chart": workers, "light": workers, "browser": html_workers}
-        self._handles = {k: [WorkerHandle(k, bubblewrap, startup_timeout) for _ in range(n)] for k, n in counts.items()}
+        self._handles = {k: [WorkerHandle(k, bubblewrap, startup_timeout, tex_formats) for _ in range(n)] for k, n in counts.items()}
         self._idle = {k: queue.SimpleQueue() for k in counts}
         for kind, handles in self._handles.items():
             for handle in handles:

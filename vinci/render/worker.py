@@ -5,7 +5,8 @@ stdin/stdout (see `protocol`). A `chart` worker imports matplotlib (and draws a 
 chart) once, then runs every python job in a fresh forked job process (`jobs.run_jobs`).
 A `light` worker does the same for svg and latex with only cairosvg imported: forking a
 small process is several times cheaper than forking one that holds matplotlib, and svg jobs
-take milliseconds. A `browser` worker keeps one Chromium warm and renders html jobs in it,
+take milliseconds; it also keeps the formats of repeated LaTeX preambles (see `texformat`),
+so their packages load once. A `browser` worker keeps one Chromium warm and renders html jobs in it,
 killing and restarting the browser when a page hangs. One job at a time; EOF on stdin ends
 the worker. A python job marked `trace` also sends back the call trace of its figure (see
 `trace`); the worker checks and caps it before passing it on.
@@ -28,9 +29,11 @@ from typing import Callable
 
 from vinci.render import sandbox
 from vinci.render.jobs import JobOutcome, run_jobs
+from vinci.render.latex import make_document, render_latex
 from vinci.render.options import WORKER_KINDS, RenderOptions, SandboxLimits
 from vinci.render.protocol import FrameReader, ProtocolError, frame_to_image, image_to_frame, write_frame
 from vinci.render.result import FAILURE_KINDS, RenderFailure
+from vinci.render.texformat import FormatCache
 from vinci.render.trace import clean_trace
 
 log = logging.getLogger("vinci.render.worker")
@@ -62,13 +65,16 @@ def _renderers(kind: str) -> dict[str, Renderer]:
         python.preload()
         return {"python": _python_frame}
     from vinci.render import svg
-    from vinci.render.latex import render_latex
 
     svg.preload()
     return {
         "svg": lambda code, options, timeout, trace: image_to_frame(svg.render_svg(code, options)),
-        "latex": lambda code, options, timeout, trace: image_to_frame(render_latex(code, options, timeout)),
+        "latex": _latex_frame,
     }
+
+
+def _latex_frame(code: str, options: RenderOptions, timeout: float, trace: bool, tex_format: str = "plain"):
+    return image_to_frame(render_latex(code, options, timeout, tex_format))
 
 
 def _signal_reason(signum: int) -> tuple[str, str]:
@@ -120,13 +126,14 @@ def classify(outcome: JobOutcome, timeout: float, limits: SandboxLimits, max_pix
 
 
 class Worker:
-    def __init__(self, kind: str, root: str):
+    def __init__(self, kind: str, root: str, tex_formats: int = 8):
         self.kind = kind
         self.root = root
         self.jobs_root = os.path.join(root, "jobs")
         os.makedirs(self.jobs_root, exist_ok=True)
         self.browser = None
         self.renderers = None
+        self.formats = FormatCache(capacity=tex_formats) if kind == "light" else None  # LaTeX preambles
 
     def warm(self) -> dict:
         if self.kind != "browser":
@@ -169,14 +176,23 @@ class Worker:
         render = self.renderers.get(jobs[0]["language"])
         if render is None:
             return [({"ok": False, "kind": "unsupported", "error": f"no renderer for {jobs[0]['language']}"}, b"")] * len(jobs)
-        targets = [
-            functools.partial(render, code, opt, t, tr) for code, opt, t, tr in zip(codes, options, timeouts, traces)
-        ]
         workdir = tempfile.mkdtemp(prefix="job-", dir=self.jobs_root)
+        plan = ("plain", None)  # a latex job runs alone: (tex_format, preamble key), see texformat
+        if jobs[0]["language"] == "latex" and self.formats is not None:
+            plan = self.formats.plan(make_document(codes[0]))
+            if plan[0] == "cached":
+                self.formats.install(plan[1], workdir)
+            targets = [functools.partial(render, codes[0], options[0], timeouts[0], traces[0], plan[0])]
+        else:
+            targets = [
+                functools.partial(render, code, opt, t, tr) for code, opt, t, tr in zip(codes, options, timeouts, traces)
+            ]
         try:
             outcomes = run_jobs(
                 targets, timeouts, limits=limits, workdir=workdir, max_payload=max(o.max_pixels for o in options) * 3 + 1024
             )
+            if self.formats is not None:
+                self.formats.settle(*plan, workdir, finished=outcomes[0].header is not None)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             self._wipe_shared_tmp()
@@ -184,6 +200,8 @@ class Worker:
         for outcome, opt, t, tr in zip(outcomes, options, timeouts, traces):
             reply, body = classify(outcome, t, limits, opt.max_pixels, tr)
             reply["seconds"] = outcome.seconds
+            if plan[1] is not None:
+                reply["tex_format"] = plan[0]
             replies.append((reply, body))
         return replies
 
@@ -254,6 +272,7 @@ def _read_frame(fd: int, reader: FrameReader):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kind", choices=WORKER_KINDS, required=True)
+    parser.add_argument("--tex-formats", type=int, default=8, help="LaTeX preamble formats kept (0: off)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="render worker: %(message)s")
     proto_in, proto_out = os.dup(0), os.dup(1)
@@ -264,7 +283,7 @@ def main(argv=None) -> int:
     os.makedirs(root, exist_ok=True)
     _seed_matplotlib_cache(root)
     sandbox.become_subreaper()
-    worker = Worker(args.kind, root)
+    worker = Worker(args.kind, root, tex_formats=args.tex_formats)
     started = time.monotonic()
     try:
         info = worker.warm()
