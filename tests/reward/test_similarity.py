@@ -107,6 +107,21 @@ def test_matches_the_per_pair_reference(chart, global_weight):
     assert torch.allclose(scores, torch.tensor(expected), atol=1e-5)
 
 
+def test_cutting_on_threads_gives_the_serial_scores(chart, monkeypatch):
+    from vinci.reward import similarity
+
+    encoder = PixelEncoder()
+    preds = [shifted(chart, k, 0).resize((400, 300)) for k in range(1, 6)] + [bar_chart(size=(300, 500))]
+    targets = [chart.resize((400, 300))] * 5 + [bar_chart(size=(200, 330))]
+    monkeypatch.setattr(similarity.os, "cpu_count", lambda: 4)
+    scores = {}
+    for threads in (1, 4):
+        monkeypatch.setattr(similarity, "CUT_THREADS", threads)
+        scores[threads] = patch_similarity(preds, targets, encoder, tile_size=224)
+    assert torch.equal(scores[1], scores[4])
+    assert len(set(scores[1].tolist())) == len(preds)  # distinct pairs: a mix-up would show
+
+
 def test_non_default_tiles(chart):
     encoder = PixelEncoder()
     pred = shifted(chart, 6, 3)

@@ -10,7 +10,8 @@ only), w=0 the fine-only one (tiles only). Crops with weight 0 are not encoded.
 Speed: each distinct prepared image is cut and encoded once per call. Images are identified by
 object identity, then by a hash of their pixels, so the reference shared by a GRPO group (G
 renders of one prompt), identical renders, and a render identical to its reference are encoded
-once. All crops of the call go through the encoder in batched passes under inference mode.
+once. Distinct images are cut on a few threads, and all crops of the call go through the
+encoder in batched passes under inference mode.
 
 `visual_reward` is the GRPO-facing form: a failed render (None) scores 0 and is not encoded.
 """
@@ -18,6 +19,8 @@ once. All crops of the call go through the encoder in batched passes under infer
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -28,6 +31,8 @@ from PIL import Image
 from vinci.reward.encoders import CropEncoder, build_encoder, cached_encoder
 from vinci.reward.tiling import crops as tile_crops
 from vinci.reward.tiling import tile_grid, to_rgb
+
+CUT_THREADS = 4  # most threads that cut images for one call (never more than the CPUs)
 
 
 def check_options(tile_size: int, max_tiles: int, global_weight: float | None, batch_size: int) -> None:
@@ -72,7 +77,8 @@ class _Plan:
     tile_size: int
     max_tiles: int
     global_weight: float | None
-    crops: list[Image.Image] = field(default_factory=list)
+    pending: list[tuple[Image.Image, tuple[int, int]]] = field(default_factory=list)  # images to cut, in crop order
+    n_crops: int = 0
     first_crop: dict[tuple[bytes, tuple[int, int]], int] = field(default_factory=dict)
     keys: dict[int, bytes] = field(default_factory=dict)  # id(image) -> content key
 
@@ -83,12 +89,29 @@ class _Plan:
         return self.keys[ident]
 
     def add(self, image: Image.Image, size: tuple[int, int]) -> int:
-        """Index of the first crop of `image` prepared at `size`, cutting it on first sight."""
+        """Index of the first crop of `image` prepared at `size`; on first sight its crops are
+        reserved (as many as `layout` has weights) and it is queued for `cut_all`."""
         slot = (self.key(image), size)
         if slot not in self.first_crop:
-            self.first_crop[slot] = len(self.crops)
-            self.crops.extend(self._cut(image, size))
+            self.first_crop[slot] = self.n_crops
+            self.pending.append((image, size))
+            self.n_crops += len(self.layout(size))
         return self.first_crop[slot]
+
+    def cut_all(self) -> list[Image.Image]:
+        """Every reserved crop, in index order. Pillow releases the GIL while it resizes (most
+        of the cost: a small image is upscaled to its whole tile grid), so images are cut on
+        a few threads; the crops are the same as cut one by one."""
+        threads = min(CUT_THREADS, os.cpu_count() or 1, len(self.pending))
+        if threads <= 1:
+            parts = [self._cut(image, size) for image, size in self.pending]
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="reward-cut") as pool:
+                parts = list(pool.map(lambda job: self._cut(*job), self.pending))
+        crops = [crop for part in parts for crop in part]
+        if len(crops) != self.n_crops:  # layout and _cut disagree: a bug, never a bad input
+            raise RuntimeError(f"cut {len(crops)} crops but reserved {self.n_crops}")
+        return crops
 
     def _cut(self, image: Image.Image, size: tuple[int, int]) -> list[Image.Image]:
         image = to_rgb(image)
@@ -149,7 +172,7 @@ def patch_similarity(
                 target_idx.append(t0 + k)
                 weights.append(w)
                 owner.append(i)
-    emb = embed_all(enc, plan.crops, batch_size)  # [M, D]
+    emb = embed_all(enc, plan.cut_all(), batch_size)  # [M, D]
     device = emb.device
     p = torch.tensor(pred_idx, device=device)  # [K]
     t = torch.tensor(target_idx, device=device)  # [K]
