@@ -132,6 +132,14 @@ def _compile_in(job: str, code: str, tex_format: str) -> tuple[bytes, tuple[int,
     return image.tobytes(), image.size, os.path.isfile(FORMAT_FILE)
 
 
+def test_a_format_the_body_overwrote_is_not_kept(tex, tmp_path):
+    body = "\\newwrite\\f\\immediate\\openout\\f=job.fmt\\immediate\\write\\f{forged}\\immediate\\closeout\\f\n"
+    code = FIGURE.replace("\\begin{tikzpicture}", body + "\\begin{tikzpicture}")
+    image, job = tex("build", code, "build")
+    assert image.size[0] > 10  # writing a file in its own directory is allowed; the figure renders
+    assert not (job / FORMAT_FILE).exists()  # but the worker must not collect what the body wrote
+
+
 def test_corpus_figures_draw_the_same_from_their_formats(corpora, tmp_path):
     require_tool("pdflatex", "pdftoppm", "pdfinfo")
     figures = sorted((corpora / "tikz").glob("*.tex"))

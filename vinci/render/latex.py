@@ -18,10 +18,12 @@ faster but never changes whether it succeeds or what it draws.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
 import time
+from typing import Optional
 
 from PIL import Image
 
@@ -99,16 +101,22 @@ def _page_size_pts(pdf: str, deadline: float) -> tuple[float, float]:
     return float(match.group(1)), float(match.group(2))
 
 
-def _build_format(deadline: float) -> bool:
-    """Dump job.tex's preamble into job.fmt (mylatexformat); False, and no job.fmt, on failure."""
+def _build_format(deadline: float) -> Optional[str]:
+    """Dump job.tex's preamble into job.fmt (mylatexformat): its digest, or None (and no
+    job.fmt) on failure."""
     try:
         done = _run([*INI, "job.tex"], deadline, "pdflatex -ini")
     except RenderFailure:
         done = None
     if done is not None and done.returncode == 0 and os.path.isfile(FORMAT_FILE):
-        return True
+        return _digest(FORMAT_FILE)
     _remove(FORMAT_FILE)
-    return False
+    return None
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def _remove(*paths: str) -> None:
@@ -128,7 +136,8 @@ def render_latex(code: str, options: RenderOptions, timeout: float, tex_format: 
     deadline = time.monotonic() + timeout
     with open("job.tex", "w", encoding="utf-8") as tex:
         tex.write(make_document(code))
-    if tex_format == "build" and not _build_format(deadline):
+    built = _build_format(deadline) if tex_format == "build" else None
+    if tex_format == "build" and built is None:
         tex_format = "plain"
     if tex_format in ("build", "cached") and os.path.isfile(FORMAT_FILE):
         done = _run([*PDFLATEX, "-fmt=job", "job.tex"], deadline, "pdflatex")
@@ -139,6 +148,8 @@ def render_latex(code: str, options: RenderOptions, timeout: float, tex_format: 
                 _remove(FORMAT_FILE)  # the format was at fault: this tells the worker to drop it
     else:
         done = _run([*PDFLATEX, "job.tex"], deadline, "pdflatex")
+    if built is not None and os.path.isfile(FORMAT_FILE) and _digest(FORMAT_FILE) != built:
+        _remove(FORMAT_FILE)  # the body may write files here (\openout): only the dump's own bytes are kept
     log_text = ""
     if os.path.exists("job.log"):
         with open("job.log", encoding="latin-1") as log_file:
