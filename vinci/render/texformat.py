@@ -13,11 +13,12 @@ The worker asks `FormatCache.plan` before each LaTeX job:
 - "cached": the worker writes the stored format into the job's directory first.
 After the job, `settle` keeps the format a "build" job left, and drops a cached one that the
 job deleted because its compile failed where the plain one succeeded (see `latex.render_latex`).
-A "build" job keeps job.fmt only if its bytes are still those of the dump: a document body
-may write files in its own directory, and must not be able to forge the format. Formats are keyed by a hash of the exact
-preamble text, so one is only ever loaded by a document that would have run the same preamble
-anyway, and their bytes stay in the worker's memory, so no job can change what a later job
-loads. A preamble that fails to build twice is compiled plainly from then on.
+
+Formats are keyed by a hash of the exact preamble text, so one is only ever loaded by a
+document that would have run the same preamble anyway. Their bytes stay in the worker's memory,
+so no job can change what a later job loads, and a "build" job keeps job.fmt only if its bytes
+are still those of the dump (a document body may write files in its own directory and must not
+forge the format). A preamble that fails to build twice is compiled plainly from then on.
 """
 
 from __future__ import annotations
