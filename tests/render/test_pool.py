@@ -106,3 +106,22 @@ def test_hung_worker_is_killed_at_the_deadline_and_replaced(disposable):
     assert not psutil.pid_exists(launcher) or psutil.Process(launcher).status() == psutil.STATUS_ZOMBIE
     assert disposable.render("python", TINY_CHART).ok
     assert stray_processes(disposable) == []
+
+
+def test_workers_import_what_the_callers_pythonpath_holds(tmp_path, monkeypatch):
+    """A package on the caller's PYTHONPATH, even under the private /tmp of bubblewrap."""
+    from vinci.render import sandbox
+
+    (tmp_path / "vinci_path_probe.py").write_text("COLOUR = 'red'\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    sandbox.bwrap_prefix.cache_clear()  # its /tmp rebinds were computed without this path
+    try:
+        with RenderPool(workers=1) as fresh:
+            chart = "import vinci_path_probe\nimport matplotlib.pyplot as plt\nplt.bar([0], [1], color=vinci_path_probe.COLOUR)\n"
+            result = fresh.render("python", chart)
+    finally:
+        sandbox.bwrap_prefix.cache_clear()
+    assert result.ok, result.error
+    width, height = result.image.size
+    red, green, blue = result.image.getpixel((width // 2, height // 2))  # inside the bar
+    assert red > 200 and green < 80 and blue < 80

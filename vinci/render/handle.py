@@ -16,7 +16,6 @@ import signal
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from typing import NamedTuple, Optional
 
 from vinci.render import sandbox
@@ -37,7 +36,7 @@ def _worker_env(use_bwrap: bool) -> dict[str, str]:
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "HOME": home,
         "LANG": "C.UTF-8",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "PYTHONPATH": os.pathsep.join(str(path) for path in sandbox.import_paths()),
         "PYTHONHASHSEED": "0",  # same program, same set/dict order, same image
         "PYTHONDONTWRITEBYTECODE": "1",
         "OMP_NUM_THREADS": "1",

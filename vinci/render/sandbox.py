@@ -119,14 +119,26 @@ BWRAP_ARGS = (
 )  # fmt: skip
 
 
+def import_paths() -> list[Path]:
+    """Where a worker imports from besides its interpreter's own: this repository (for
+    `vinci`), then every existing directory on the caller's PYTHONPATH, so a package the caller
+    can import (installed with `pip --target`, say) renders in the worker too."""
+    paths = [Path(__file__).resolve().parents[2]]
+    for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        path = Path(entry).absolute() if entry else None
+        if path is not None and path.is_dir() and path not in paths:
+            paths.append(path)
+    return paths
+
+
 def tmp_rebinds() -> tuple[str, ...]:
     """Read-only binds for what the worker needs that the private /tmp would hide.
 
-    A checkout or virtualenv under /tmp (a CI clone, say) vanishes behind `--tmpfs /tmp`, and
-    bwrap then cannot even start the interpreter. Binding them back read-only after the tmpfs
-    keeps them usable and still unwritable.
+    A checkout, virtualenv or PYTHONPATH directory under /tmp (a CI clone, say) vanishes behind
+    `--tmpfs /tmp`, and bwrap then cannot even start the interpreter. Binding them back
+    read-only after the tmpfs keeps them usable and still unwritable.
     """
-    needed = sorted({Path(__file__).resolve().parents[2], Path(sys.prefix).resolve(), Path(sys.prefix)})
+    needed = sorted({*import_paths(), Path(sys.prefix).resolve(), Path(sys.prefix)})
     tmp = Path("/tmp").resolve()
     keep = [p for p in needed if p.is_relative_to(tmp) or p.is_relative_to("/tmp")]
     keep = [p for p in keep if not any(p != q and p.is_relative_to(q) for q in keep)]  # outermost only
