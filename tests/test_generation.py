@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 from vinci.generation import completion_mask, multimodal_token_ids, sample
+from vinci.logprobs import DEFAULT_CHUNK
 
 
 def test_completion_mask_keeps_tokens_up_to_first_eos():
@@ -63,7 +64,7 @@ def test_update_log_probs_equal_the_samplers_with_left_padding(tiny_model):
     rollout = Rollout(batch=batch, completions=done, group_size=2)
     rows = list(range(4))
     with torch.no_grad():
-        logp, _ = ViRLModule.completion_logp(SimpleNamespace(model=net, temperature=1.0), rollout, rows)  # [4, L]
+        logp, _ = ViRLModule.completion_logp(SimpleNamespace(model=net, temperature=1.0, head_chunk=DEFAULT_CHUNK), rollout, rows)  # [4, L]
 
         sizes = batch.inputs["image_grid_thw"].prod(dim=1).tolist()  # patches per image
         for n in rows:  # decode row n again token by token, from its unpadded prompt

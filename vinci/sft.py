@@ -1,7 +1,8 @@
 """Supervised fine-tuning: cross-entropy on the answer tokens only, through LoRA/QLoRA.
 
 The batch's labels already hold -100 on prompt, image and padding tokens (vinci.data.collate),
-so the loss is the model's own shifted cross-entropy averaged over answer tokens. Both kinds
+so the loss is the shifted cross-entropy averaged over answer tokens: the model's own `labels=`
+loss, computed with only answer positions going through the LM head, in chunks. Both kinds
 of VinciCoder SFT rows (direct generation, visual code refinement) are just prompts and
 answers here. Gradient accumulation, clipping and precision are the Trainer's settings.
 """
@@ -15,7 +16,8 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from vinci.backbone import Backbone
-from vinci.data.collate import SFTBatch
+from vinci.data.collate import IGNORE, SFTBatch
+from vinci.logprobs import DEFAULT_CHUNK, answer_loss
 from vinci.module import BackboneModule
 
 
@@ -30,6 +32,7 @@ class SFTModule(BackboneModule):
         vision_lr_scale: float = 1.0,
         show_samples: int = 0,
         sample_max_new_tokens: int = 256,
+        head_chunk: int = DEFAULT_CHUNK,
     ):
         """
         Args:
@@ -41,23 +44,26 @@ class SFTModule(BackboneModule):
             vision_lr_scale: the vision tower's learning rate as a share of the optimizer's.
             show_samples: after each validation, greedy-decode this many validation prompts and log the text.
             sample_max_new_tokens: length cap of those samples.
+            head_chunk: answer positions per LM-head call; peak head memory is a few
+                [head_chunk, vocab] float32 tensors.
         """
         super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio, vision_lr_scale)
         self.save_hyperparameters()
         self.show_samples = show_samples
         self.sample_max_new_tokens = sample_max_new_tokens
+        self.head_chunk = head_chunk
         self._step_started = None
         self._shown = []
 
     def _common_step(self, batch: SFTBatch, stage: str) -> torch.Tensor:
         if not isinstance(batch, SFTBatch):
             raise TypeError(f"SFTModule needs SFT batches, got {type(batch).__name__}: set data.stage: sft")
-        out = self.model(**batch.inputs, labels=batch.labels)
-        answer_tokens = int((batch.labels[:, 1:] != -100).sum())
-        self.log(f"{stage}/loss", out.loss, prog_bar=True, batch_size=batch.labels.shape[0], sync_dist=stage != "train")
+        # the model's own labels= loss, without its [B, T, V] logits (vinci.logprobs)
+        loss, answer_tokens = answer_loss(self.model, batch.inputs, batch.labels, IGNORE, self.head_chunk)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch.labels.shape[0], sync_dist=stage != "train")
         if stage == "train":
             self.log("train/answer_tokens", float(answer_tokens), reduce_fx="sum", on_step=True, on_epoch=False)
-        return out.loss
+        return loss
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._step_started = time.perf_counter()

@@ -26,6 +26,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from vinci import grpo
 from vinci.backbone import Backbone, tie_output_head
+from vinci.logprobs import DEFAULT_CHUNK, sequence_logp
 from vinci.module import BackboneModule
 from vinci.reward.format import composite_reward, format_reward
 from vinci.reward.metric import PatchSimilarity
@@ -59,6 +60,7 @@ class ViRLModule(BackboneModule):
         global_weight: Optional[float] = None,
         drop_zero_std_groups: bool = False,
         scale_advantages: bool = True,
+        head_chunk: int = DEFAULT_CHUNK,
     ):
         """
         Args:
@@ -85,6 +87,8 @@ class ViRLModule(BackboneModule):
             drop_zero_std_groups: leave groups whose rewards all match out of the loss (DAPO dynamic sampling).
             scale_advantages: divide each group's centred rewards by its std (GRPO, VinciCoder);
                 False keeps r - mean (Dr. GRPO), so near-identical samples pull weakly.
+            head_chunk: completion positions per LM-head call when scoring tokens; peak head
+                memory is a few [head_chunk, vocab] float32 tensors.
         """
         super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio, vision_lr_scale)
         self.save_hyperparameters()
@@ -100,6 +104,7 @@ class ViRLModule(BackboneModule):
         self.visual = PatchSimilarity(encoder=encoder, per_language=True, **self.similarity)
         self.drop_zero_std_groups = drop_zero_std_groups
         self.scale_advantages = scale_advantages
+        self.head_chunk = head_chunk
         self.temperature = 1.0  # set by the sampler: log-probs use the sampling distribution
         self.rollout: Optional[Rollout] = None  # filled by the callbacks for the current batch
 
@@ -134,15 +139,13 @@ class ViRLModule(BackboneModule):
 
     # ---- log-probabilities ------------------------------------------------------------
     def completion_logp(self, rollout: Rollout, rows: list[int], with_entropy: bool = False):
-        """Log-probs of the sampled tokens under the current policy: ([n, L], entropy [n, L] | None)."""
-        inputs, ids, _ = sequence_inputs(rollout, rows)
-        logits = self.model(**inputs, use_cache=False).logits  # [n, P + L, V]
-        length = ids.shape[1]
-        logits = logits[:, -length - 1 : -1].float() / self.temperature  # [n, L, V] predicting each completion token
-        logp_all = torch.log_softmax(logits, dim=-1)  # [n, L, V]
-        logp = logp_all.gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # [n, L]
-        entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None  # [n, L]
-        return logp, entropy
+        """Log-probs of the sampled tokens under the current policy: ([n, L], entropy [n, L] | None).
+
+        Memory-lean (vinci.logprobs): only completion positions reach the LM head, in chunks of
+        `head_chunk`, and no full-vocabulary tensor is kept for the backward.
+        """
+        inputs, ids, mask = sequence_inputs(rollout, rows)
+        return sequence_logp(self.model, inputs, ids, mask, self.temperature, self.head_chunk, with_entropy)
 
     @torch.no_grad()
     def _logp_no_grad(self, rollout: Rollout, adapter: Optional[str] = None) -> torch.Tensor:
@@ -232,7 +235,7 @@ class ViRLModule(BackboneModule):
                     kl = grpo.kl_penalty(logp, ref_logp.index_select(0, index), kind=self.kl_estimator)  # [n, L]
                     kl_term = grpo.masked_mean(kl, mask)
                     loss = loss + self.kl_coef * kl_term
-                    totals["kl"] = totals.get("kl", 0.0) + float(kl_term)
+                    totals["kl"] = totals.get("kl", 0.0) + float(kl_term.detach())
                 self.manual_backward(loss * len(micro) / max(1, len(rows)))
                 for name, value in pstats.as_dict().items():
                     totals[name] = totals.get(name, 0.0) + float(value)
