@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -56,3 +57,33 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("synth")
     return build_corpus(out, seed=0, n_train=6, n_val=2, n_test=2, languages=["python", "svg"], refine_fraction=0.5)
+
+
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3")  # every family vinci claims (vinci.families)
+
+
+class FamilyModel(NamedTuple):
+    name: str  # key of vinci.families.FAMILIES
+    path: Path  # its tiny model directory
+
+
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory):
+    """name -> that family's tiny model directory, built on first use, once per test session."""
+    from vinci.families import build_family
+    from vinci.tiny import TinySpec
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = build_family(name, tmp_path_factory.mktemp(name), TinySpec(texts_per_language=60))
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def family_model(request, family_models) -> FamilyModel:
+    """Each family's tiny model in turn (tests using it run once per family)."""
+    return FamilyModel(request.param, family_models(request.param))

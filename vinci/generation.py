@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vinci.inputs import multimodal_token_ids  # also imported from here by older code
+
 
 @dataclass
 class Completions:
@@ -28,19 +30,6 @@ def completion_mask(ids: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
         is_eos |= ids == eos
     after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # [N, L] strictly after the first EOS
     return (~after_eos).long()
-
-
-def multimodal_token_ids(model) -> list[int]:
-    """Ids of the image/video placeholder and delimiter tokens (Qwen-VL: image_token_id, ...).
-
-    A completion must never contain them: re-running prompt + completion through the model
-    would count an extra image placeholder and fail ("image features and image tokens do not
-    match"). A barely trained policy does sample them, so generation suppresses them.
-    """
-    config = getattr(model, "config", None)
-    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id", "vision_token_id")
-    ids = {getattr(config, name, None) for name in names}
-    return sorted(i for i in ids if isinstance(i, int))
 
 
 def eos_token_ids(model, processor) -> set[int]:
@@ -77,7 +66,7 @@ def sample(
             use_cache=True,
             eos_token_id=sorted(eos),
             pad_token_id=processor.tokenizer.pad_token_id,
-            suppress_tokens=multimodal_token_ids(model) or None,
+            suppress_tokens=multimodal_token_ids(model, processor.tokenizer) or None,
         )  # [N, P + L]
     finally:
         model.train(was_training)

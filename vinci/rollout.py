@@ -2,6 +2,7 @@
 
 One typed object, filled in stage by stage, instead of a dict whose keys change on the way.
 Rows are prompt-major: row n belongs to prompt n // G, so `.view(B, G)` regroups any [N] tensor.
+`rows_of` and `sequence_inputs` (a rollout's rows as model inputs) live in vinci.inputs.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Optional
 
-import torch
-
 from vinci.data.collate import RLBatch
 from vinci.generation import Completions
+from vinci.inputs import rows_of, sequence_inputs  # noqa: F401  (re-exported: the model-input rules live in vinci.inputs)
 
 
 @dataclass
@@ -48,48 +48,3 @@ class Rollout:
                 raise RuntimeError("no renders were started: is the RenderRollouts callback configured?")
             self.renders = self.render_future.result()
         return self.renders
-
-
-def rows_of(inputs: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
-    """The prompt inputs of the given batch rows; images follow their rows.
-
-    Qwen-style processors concatenate every image's patches in `pixel_values` [sum(t*h*w), D]
-    and give the patch count per image in `image_grid_thw` [B, 3]; others keep a batch dim.
-    """
-    out = {}
-    batch = inputs["input_ids"].shape[0]
-    grid = inputs.get("image_grid_thw")
-    if grid is not None:
-        sizes = grid.prod(dim=1).tolist()
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        out["pixel_values"] = torch.cat([inputs["pixel_values"][starts[r] : starts[r] + sizes[r]] for r in rows])
-        out["image_grid_thw"] = grid[rows]
-    index = torch.tensor(rows, device=inputs["input_ids"].device)
-    for key, value in inputs.items():
-        if key in out:
-            continue
-        if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == batch:
-            out[key] = value.index_select(0, index)
-        else:
-            out[key] = value
-    return out
-
-
-def sequence_inputs(rollout: Rollout, rows: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Model inputs for prompt + completion of the given rollout rows.
-
-    Returns (inputs, completion ids [n, L], completion mask [n, L]).
-    """
-    done = rollout.completions
-    prompts = [r // rollout.group_size for r in rows]
-    inputs = rows_of(rollout.batch.inputs, prompts)
-    index = torch.tensor(rows, device=done.sequences.device)
-    ids = done.completion_ids.index_select(0, index)  # [n, L]
-    mask = done.completion_mask.index_select(0, index)  # [n, L]
-    prompt_mask = inputs["attention_mask"]  # [n, P]
-    inputs["input_ids"] = torch.cat([inputs["input_ids"], ids], dim=1)  # [n, P + L]
-    inputs["attention_mask"] = torch.cat([prompt_mask, mask.to(prompt_mask.dtype)], dim=1)  # [n, P + L]
-    for key, value in list(inputs.items()):  # per-token extras such as mm_token_type_ids
-        if key not in ("input_ids", "attention_mask") and torch.is_tensor(value) and value.shape[:2] == prompt_mask.shape:
-            inputs[key] = torch.cat([value, value.new_zeros(value.shape[0], ids.shape[1])], dim=1)
-    return inputs, ids, mask

@@ -4,10 +4,12 @@ Nothing here downloads. The tokenizer is a byte-level BPE trained on the synthet
 programs and prompts, the model is `Qwen2VLForConditionalGeneration` built from its config
 classes with seeded random weights, and both are written with `save_pretrained`. Training then
 loads the directory through `vinci.backbone.load_backbone`, exactly the path a hub model takes.
+The same tools build every other family's tiny fixture (`vinci.families`).
 
 What it simplifies: the architecture is the real one, only every size is shrunk (2 vision
 blocks, a few decoder layers, a 2k vocabulary), so it learns the synthetic corpus's templates
-but nothing like real-world code.
+but nothing like real-world code. Its chat template is ChatML without Qwen2-VL's default system
+prompt (the `qwen2_vl` family in `vinci.families` has the released one).
 
     python -m vinci.tiny --out artifacts/tiny-vlm
 """
@@ -43,7 +45,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-STAMP = "vinci_tiny.json"  # what was built, so a rebuild with other settings is noticed
+STAMP = "vinci_tiny.json"  # what was built, written last: a directory without it is an unfinished build
 
 
 @dataclass
@@ -64,7 +66,7 @@ class TinySpec:
     max_pixels: int = 224 * 224
 
 
-def _training_texts(spec: TinySpec) -> list[str]:
+def training_texts(spec: TinySpec) -> list[str]:
     """Programs, flawed programs and prompts from the synthetic corpus (no rendering)."""
     from vinci.data import synth
     from vinci.tasks import TASKS, fence
@@ -78,7 +80,11 @@ def _training_texts(spec: TinySpec) -> list[str]:
     return texts
 
 
-def _train_tokenizer(texts: list[str], spec: TinySpec):
+def train_tokenizer(texts: list[str], vocab_size: int, special_tokens, chat_template: str, eos: str, pad: str, **named):
+    """A byte-level BPE trained on `texts`; `special_tokens` get the first ids, in order.
+
+    `named` are further special-token roles, e.g. bos_token="<|im_start|>".
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -86,28 +92,34 @@ def _train_tokenizer(texts: list[str], spec: TinySpec):
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=spec.vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte stays encodable
         show_progress=False,
     )
     bpe.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE,
+        eos_token=eos,
+        pad_token=pad,
+        chat_template=chat_template,
         padding_side="left",
+        **named,
     )
 
 
-def _model_config(tokenizer, spec: TinySpec):
+def mrope_sections(head_dim: int) -> list[int]:
+    """M-RoPE's (time, height, width) split of a head's rotary frequencies, Qwen's 1 : 1.5 : 1.5."""
+    half = head_dim // 2
+    time = half // 4
+    height = (half - time) // 2
+    return [time, height, half - time - height]
+
+
+def qwen2_vl_config(tokenizer, spec: TinySpec):
     from transformers import Qwen2VLConfig
 
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    half = spec.hidden_size // spec.heads // 2  # rotary frequencies per head
-    # M-RoPE splits them into (time, height, width) sections in Qwen's 1 : 1.5 : 1.5 proportion.
-    mrope = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
     return Qwen2VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
@@ -117,7 +129,11 @@ def _model_config(tokenizer, spec: TinySpec):
             num_attention_heads=spec.heads,
             num_key_value_heads=spec.kv_heads,
             max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": mrope_sections(spec.hidden_size // spec.heads),
+            },
             bos_token_id=ids["<|endoftext|>"],
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
@@ -140,48 +156,65 @@ def _model_config(tokenizer, spec: TinySpec):
     )
 
 
+def qwen2_vl_processor(tokenizer, spec: TinySpec, chat_template: str):
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    return Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels),
+        video_processor=Qwen2VLVideoProcessor(),
+        tokenizer=tokenizer,
+        chat_template=chat_template,
+    )
+
+
+def is_built(out: Path, stamp: dict) -> bool:
+    path = out / STAMP
+    return path.is_file() and json.loads(path.read_text()) == stamp
+
+
+def write_model_dir(out: Path, model_class, config, processor, stamp: dict, seed: int) -> Path:
+    """Build `model_class(config)` with seeded weights and save it, its processor and a generation
+    config as an ordinary model directory; the stamp is written last."""
+    import torch
+    from transformers import GenerationConfig
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = model_class(config)
+    torch.random.set_rng_state(generator_state)  # building must not disturb the caller's seed
+    text = config.get_text_config()
+    model.generation_config = GenerationConfig(
+        eos_token_id=text.eos_token_id,
+        pad_token_id=text.pad_token_id,
+        bos_token_id=text.bos_token_id,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STAMP).unlink(missing_ok=True)  # an interrupted rebuild must not pass for the old build
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / STAMP).write_text(json.dumps(stamp, indent=2))
+    return out
+
+
 def build_tiny_vlm(out_dir: str | Path, spec: TinySpec | None = None, texts: list[str] | None = None) -> Path:
     """Build (or reuse) the tiny VLM at `out_dir`; returns the directory.
 
     A directory already holding a model built from the same spec is reused as it is.
     """
-    import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2VLForConditionalGeneration
 
     spec = spec or TinySpec()
     out = Path(out_dir)
-    stamp = out / STAMP
-    if stamp.is_file() and json.loads(stamp.read_text()) == asdict(spec) and texts is None:
+    if texts is None and is_built(out, asdict(spec)):
         return out
     log.info("building the embedded tiny VLM in %s", out)
-    tokenizer = _train_tokenizer(texts if texts is not None else _training_texts(spec), spec)
-    processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels),
-        video_processor=Qwen2VLVideoProcessor(),
-        tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
+    tokenizer = train_tokenizer(
+        texts if texts is not None else training_texts(spec), spec.vocab_size, SPECIAL_TOKENS, CHAT_TEMPLATE,
+        eos="<|im_end|>", pad="<|endoftext|>",
     )
-    config = _model_config(tokenizer, spec)
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(spec.seed)
-    model = Qwen2VLForConditionalGeneration(config)
-    torch.random.set_rng_state(generator_state)  # building must not disturb the caller's seed
-    model.generation_config = GenerationConfig(
-        eos_token_id=config.text_config.eos_token_id,
-        pad_token_id=config.text_config.pad_token_id,
-        bos_token_id=config.text_config.bos_token_id,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    stamp.write_text(json.dumps(asdict(spec), indent=2))
-    return out
+    processor = qwen2_vl_processor(tokenizer, spec, CHAT_TEMPLATE)
+    config = qwen2_vl_config(tokenizer, spec)
+    return write_model_dir(out, Qwen2VLForConditionalGeneration, config, processor, asdict(spec), spec.seed)
 
 
 def main(argv: list[str] | None = None) -> None:

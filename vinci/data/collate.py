@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from vinci.inputs import collate_rows
+
 IGNORE = -100  # label of a token that does not count in the loss
 
 
@@ -79,35 +81,25 @@ def _pad_right(rows: list[torch.Tensor], value: int) -> torch.Tensor:
 
 
 class SFTCollator:
-    """Examples -> SFTBatch. Sequences are right-padded; pads are masked out of loss and attention."""
+    """Examples -> SFTBatch. Sequences are right-padded; pads are masked out of loss and attention.
+
+    How each processor output joins the batch (packed Qwen patches, Idefics3 tiles, per-token
+    extras) is `vinci.inputs.collate_rows`'s business.
+    """
 
     def __init__(self, processor):
         self.processor = processor
         self.pad_id = processor.tokenizer.pad_token_id
 
     def __call__(self, examples) -> SFTBatch:
-        ids, labels, masks, extras = [], [], [], []
+        encoded, labels = [], []
         for example in examples:
-            encoded, n_prompt = encode_sft(self.processor, example)
-            row = encoded["input_ids"][0]  # [T]
-            label = row.clone()
+            whole, n_prompt = encode_sft(self.processor, example)
+            label = whole["input_ids"][0].clone()  # [T]
             label[:n_prompt] = IGNORE
-            ids.append(row)
+            encoded.append(dict(whole))
             labels.append(label)
-            masks.append(encoded["attention_mask"][0])
-            extras.append({k: v for k, v in encoded.items() if k not in ("input_ids", "attention_mask")})
-        inputs = {
-            "input_ids": _pad_right(ids, self.pad_id),  # [B, T]
-            "attention_mask": _pad_right(masks, 0),  # [B, T]
-        }
-        for key in extras[0]:
-            values = [extra[key] for extra in extras]
-            if key in ("pixel_values", "image_grid_thw"):  # patches of all images, concatenated
-                inputs[key] = torch.cat(values, dim=0)
-            elif values[0].dim() == 2 and values[0].shape[0] == 1:  # per-token extras, e.g. mm_token_type_ids
-                inputs[key] = _pad_right([v[0] for v in values], 0)
-            else:
-                inputs[key] = torch.cat(values, dim=0)
+        inputs = collate_rows(encoded, self.pad_id)  # input_ids [B, T], attention_mask [B, T], pixel_values, ...
         return SFTBatch(inputs=inputs, labels=_pad_right(labels, IGNORE))
 
 
