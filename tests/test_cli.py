@@ -52,29 +52,53 @@ def test_unknown_key_is_rejected_by_name(capsys):
     assert "bacth_size" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("recipe", [p for p in CONFIGS if "recipes" in str(p)], ids=lambda p: p.name)
-def test_recipe_builds_with_the_tiny_model(recipe, tiny_model, tmp_path, monkeypatch):
-    """Each GPU recipe, with only the model (and device) swapped, loads and takes a loss."""
+RECIPES = [p for p in CONFIGS if "recipes" in str(p)]
+RECIPE_FAMILY = {"qwen2.5-vl-": "qwen2_5_vl", "qwen3-vl-": "qwen3_vl"}  # recipe name prefix -> vinci.families name
+
+
+def test_every_model_has_sft_virl_and_eval_recipes():
+    names = {p.name for p in RECIPES}
+    for model in ("qwen2.5-vl-3b", "qwen2.5-vl-7b", "qwen3-vl-2b", "qwen3-vl-4b", "qwen3-vl-8b"):
+        assert {f"{model}-qlora-sft.yaml", f"{model}-qlora-virl.yaml", f"{model}-eval.yaml"} <= names, model
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_builds_with_its_familys_tiny_model(recipe, family_models, tmp_path, monkeypatch):
+    """Each GPU recipe, with only the model (and device) swapped for its family's tiny one, loads
+    the way the recipe says and takes a loss (training recipes) or scores without grads (eval)."""
     import torch
     from PIL import Image
 
     from vinci.data.collate import SFTCollator
     from vinci.data.rows import Example
 
+    family = next(f for prefix, f in RECIPE_FAMILY.items() if recipe.name.startswith(prefix))
+    tiny = family_models(family)
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(recipe), "--trainer.accelerator=cpu", "--trainer.logger=false",
-            f"--model.init_args.backbone.model={tiny_model}"]
-    if "virl" in recipe.name:  # no SFT adapter, and the weight-free encoder (DINOv2 weights are not local)
+            f"--model.init_args.backbone.model={tiny}"]
+    if "timm:" in recipe.read_text():  # DINOv2 weights are not on this machine
         args.append("--model.init_args.encoder=pixel")
     cli = cli_main(args, run=False)
     module = cli.model
-    if "virl" in recipe.name:
-        module.backbone.adapter = None  # new LoRA layers instead of the recipe's SFT adapter
+    module.backbone.adapter = None  # new LoRA layers instead of the recipe's SFT / ViRL adapter
     module.configure_model()
-    assert module.backbone.quantization.load_in_4bit
+    assert type(module.model.get_base_model()).__name__ == type_name(tiny)
     example = Example(Image.new("RGB", (64, 64), "white"), "<image>Write the svg code.", "svg", "```svg\n<svg/>\n```", "t:0")
     batch = SFTCollator(module.processor)([example])
+    if "eval" in recipe.name:
+        assert not module.backbone.quantization.load_in_4bit and not any(p.requires_grad for p in module.model.parameters())
+        with torch.no_grad():
+            assert torch.isfinite(module.model(**batch.inputs, labels=batch.labels).loss)
+        return
+    assert module.backbone.quantization.load_in_4bit and module.backbone.gradient_checkpointing
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = module.model(**batch.inputs, labels=batch.labels).loss
     loss.backward()
     assert any(p.grad is not None for p in module.trainable_parameters())
+
+
+def type_name(model_dir) -> str:
+    import json
+
+    return json.loads((model_dir / "config.json").read_text())["architectures"][0]
