@@ -1,10 +1,14 @@
-"""RewardLogger: what a person watches in TensorBoard during ViRL (rank 0 only, no grad).
+"""RewardLogger: what a person watches in TensorBoard during ViRL (rank 0 writes, no grad).
 
 Every step: reward mean/std (overall, visual, format), render rate per language, the share of
 distinct programs (repeats render once), response length, seconds per phase. (The step itself
 logs KL, clip fractions, entropy and frac_reward_zero_std.) Every `every_n_steps`: an image
 grid of reference | best | worst render per prompt, with their rewards, and the sampled code
 of the best and worst as text.
+
+Under DDP every rank's rows are gathered first, so the scalars describe the whole global batch
+(W x B prompts), not rank 0's share; phase times are the slowest rank's, since the step waits
+for it. The grid and the code show rank 0's prompts. Only rank 0 logs and writes files.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Optional
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image, ImageDraw
+
+from vinci.tasks import LANGUAGES
 
 CELL = 160  # pixels per image in the grid
 
@@ -57,6 +62,38 @@ def rollout_grid(rollout, max_prompts: int = 4) -> tuple[Image.Image, str]:
     return grid, "\n\n".join(notes)
 
 
+def global_scalars(rollout, module) -> dict[str, float]:
+    """Reward, render, length and time scalars over every rank's rows (a collective: all ranks call it)."""
+    parts = rollout.rewards
+    language = torch.tensor([LANGUAGES.index(lang) for lang in rollout.languages])  # [N]
+    lengths = rollout.completions.completion_mask.sum(dim=1)  # [N]
+    columns = (parts.overall, parts.visual, parts.format, parts.rendered, lengths, language)
+    rows = torch.stack([c.detach().cpu().float() for c in columns], dim=1)  # [N, 6]
+    phases = sorted(rollout.seconds)
+    counts = torch.tensor([rollout.render_jobs, len(rollout.languages)], dtype=torch.float64)  # [2]
+    seconds = torch.tensor([rollout.seconds[p] for p in phases], dtype=torch.float64)  # [P]
+    # one device for the collective (NCCL needs the GPU); gathered: [W, ...], or unchanged on one process
+    gathered = [module.all_gather(t.to(module.device)).cpu() for t in (rows, counts, seconds)]
+    rows = gathered[0].reshape(-1, rows.shape[1])  # [W*N, 6]
+    counts = gathered[1].reshape(-1, 2).sum(dim=0)  # [2]
+    seconds = gathered[2].reshape(-1, len(phases)).amax(dim=0)  # [P] the slowest rank's
+    scalars = {}
+    for column, name in enumerate(("overall", "visual", "format")):
+        values = rows[:, column].contiguous()
+        scalars[f"reward/{name}_mean"] = float(values.mean())
+        scalars[f"reward/{name}_std"] = float(values.std()) if values.numel() > 1 else 0.0
+    rendered, lengths, language = rows[:, 3].contiguous(), rows[:, 4].contiguous(), rows[:, 5].long()
+    scalars["render/rate"] = float(rendered.mean())
+    for index in sorted(set(language.tolist()), key=lambda i: LANGUAGES[i]):
+        scalars[f"render/rate_{LANGUAGES[index]}"] = float(rendered[language == index].mean())
+    scalars["render/distinct_frac"] = float(counts[0] / counts[1].clamp(min=1))  # share actually rendered
+    scalars["response/length_mean"] = float(lengths.mean())
+    scalars["response/length_max"] = float(lengths.max())
+    for phase, value in zip(phases, seconds.tolist()):
+        scalars[f"time/{phase}_s"] = value
+    return scalars
+
+
 class RewardLogger(L.Callback):
     def __init__(self, every_n_steps: int = 10, max_prompts: int = 4, export_dir: Optional[str] = None):
         """
@@ -70,29 +107,14 @@ class RewardLogger(L.Callback):
         self.export_dir = Path(export_dir) if export_dir else None
         self.batches_seen = 0  # the first batch of a run always gets a grid
 
-    @rank_zero_only
     @torch.no_grad()
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         rollout = module.rollout
         if rollout is None or rollout.rewards is None:
             return
-        parts = rollout.rewards
-        scalars = {}
-        for name in ("overall", "visual", "format"):
-            values = getattr(parts, name).float()
-            scalars[f"reward/{name}_mean"] = float(values.mean())
-            scalars[f"reward/{name}_std"] = float(values.std()) if values.numel() > 1 else 0.0
-        rendered = parts.rendered.float()
-        scalars["render/rate"] = float(rendered.mean())
-        for language in sorted(set(rollout.languages)):
-            rows = [i for i, lang in enumerate(rollout.languages) if lang == language]
-            scalars[f"render/rate_{language}"] = float(rendered[rows].mean())
-        scalars["render/distinct_frac"] = rollout.render_jobs / max(1, len(rollout.languages))  # share actually rendered
-        lengths = rollout.completions.completion_mask.sum(dim=1).float()  # [N]
-        scalars["response/length_mean"] = float(lengths.mean())
-        scalars["response/length_max"] = float(lengths.max())
-        for phase, seconds in rollout.seconds.items():
-            scalars[f"time/{phase}_s"] = seconds
+        scalars = global_scalars(rollout, module)  # on every rank: it gathers across them
+        if not trainer.is_global_zero:
+            return
         module.log_dict(scalars, on_step=True, on_epoch=False, batch_size=rollout.num_prompts)
 
         step = trainer.global_step

@@ -3,16 +3,30 @@
 Sampling runs with no grad, in eval mode, with the KV cache on and left-padded prompts, also
 when training uses QLoRA and gradient checkpointing (vinci.generation.sample handles both).
 The samples go to `module.rollout`, where the render callback and the step pick them up.
+
+Under DDP, Lightning seeds every rank alike, so every rank would draw its samples from the same
+random stream: different prompts, but the same draws, which ties the ranks' samples together
+(a random policy writes the same answer to every rank's prompts). At train start each rank
+therefore reseeds from (the global seed, its rank), as `seed_everything(workers=True)` does
+for data workers. A single process keeps its stream untouched.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import lightning as L
+import numpy as np
+import torch
 
 from vinci.generation import sample
 from vinci.rollout import Rollout
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A seed for one rank's stream, distinct per (seed, rank)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)  # < 2**63
 
 
 class RolloutSampler(L.Callback):
@@ -32,6 +46,11 @@ class RolloutSampler(L.Callback):
         self.temperature = temperature
         self.top_p = top_p
         self.max_new_tokens = max_new_tokens
+
+    def on_train_start(self, trainer, module) -> None:
+        if trainer.world_size > 1:
+            seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+            torch.manual_seed(rank_seed(seed, trainer.global_rank))
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         started = time.perf_counter()
