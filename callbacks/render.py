@@ -59,7 +59,13 @@ class RenderRollouts(L.Callback):
             self.pool = None
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        rollout = module.rollout
+        self.start(module.rollout, batch)
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.start(module.rollout, batch)
+
+    def start(self, rollout, batch) -> None:
+        """Submit the rollout's programs to the pool; `rollout.render_future` resolves to [N] results."""
         if rollout is None or rollout.batch is not batch:
             raise RuntimeError("RenderRollouts found no rollout for this batch: RolloutSampler must come first")
         started = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Sampling runs with no grad, in eval mode, with the KV cache on and left-padded prompts, also
 when training uses QLoRA and gradient checkpointing (vinci.generation.sample handles both).
-The samples go to `module.rollout`, where the render callback and the step pick them up.
+The samples go to `module.rollout`, where the render callback and the step pick them up. On
+validation batches during fit it answers each held-out prompt once, greedily, for the same path.
 
 Under DDP, Lightning seeds every rank alike, so every rank would draw its samples from the same
 random stream: different prompts, but the same draws, which ties the ranks' samples together
@@ -67,3 +68,10 @@ class RolloutSampler(L.Callback):
         )
         module.rollout = Rollout(batch=batch, completions=completions, group_size=self.num_samples)
         module.rollout.seconds["sample"] = time.perf_counter() - started
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+        """Held-out prompts during fit: one greedy answer each (G = 1), as benchmarks decode."""
+        completions = sample(
+            module.model, module.processor, batch.inputs, num_samples=1, max_new_tokens=self.max_new_tokens, do_sample=False
+        )
+        module.rollout = Rollout(batch=batch, completions=completions, group_size=1)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -218,3 +219,26 @@ def test_a_program_sampled_twice_renders_once_and_both_rows_get_its_image():
     assert renders[0] is renders[2] and renders[0].image.getpixel((0, 0)) == (0, 0, 0)
     assert renders[1].image.getpixel((0, 0)) == (1, 0, 0)
     assert not renders[3].ok and renders[3].kind == "no-output"
+
+
+class PlantValidationAnswers(L.Callback):
+    """Answers every held-out prompt with its reference program (between sampler and renderer)."""
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+        module.rollout.completions.texts[:] = list(batch.answers)
+
+
+def test_held_out_validation_during_fit_logs_format_render_and_visual(tmp_path, tiny_model, tiny_corpus, sft_adapter):
+    """A ViRL recipe's long run shows whether it improves: every val_check_interval steps the
+    sampler answers the held-out prompts greedily, the pool renders them, the module scores them."""
+    path = virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter, max_steps=2)
+    config = yaml.safe_load(path.read_text())
+    config["trainer"]["callbacks"].insert(1, {"class_path": "tests.test_virl.PlantValidationAnswers"})
+    path.write_text(yaml.safe_dump(config))
+    cli = cli_main(["fit", "--config", str(path), f"--data.val={tiny_corpus / 'rl_val.jsonl'}",
+                    "--trainer.limit_val_batches=1", "--trainer.val_check_interval=1", "--trainer.check_val_every_n_epoch=null"])
+    metrics = cli.trainer.callback_metrics
+    assert len(_scalars(tmp_path / "run", "val/reward")) == 2  # after each of the two steps
+    # the reference programs, rendered with the corpus's own settings, score as their images
+    assert float(metrics["val/format"]) == 1.0 and float(metrics["val/render"]) == 1.0
+    assert float(metrics["val/visual"]) > 0.95 and float(metrics["val/reward"]) > 0.95

@@ -102,6 +102,7 @@ class ViRLModule(BackboneModule):
         self.format_weight = format_weight
         self.similarity = dict(tile_size=tile_size, max_tiles=max_tiles, global_weight=global_weight)
         self.visual = PatchSimilarity(encoder=encoder, per_language=True, **self.similarity)
+        self.val_visual = PatchSimilarity(encoder=self.visual.encoder, per_language=True, **self.similarity)  # same encoder
         self.drop_zero_std_groups = drop_zero_std_groups
         self.scale_advantages = scale_advantages
         self.head_chunk = head_chunk
@@ -136,6 +137,11 @@ class ViRLModule(BackboneModule):
         from callbacks.pipeline import check_pipeline
 
         check_pipeline(self.trainer.callbacks)
+        if self.drop_zero_std_groups and self.trainer.world_size > 1:
+            # DDP all-reduces gradients at every manual_backward: a rank that drops more groups runs
+            # fewer micro-batches (none when every group ties) and the other ranks wait forever.
+            raise ValueError("drop_zero_std_groups does not work with more than one process yet; "
+                             "set model.init_args.drop_zero_std_groups: false")
 
     # ---- log-probabilities ------------------------------------------------------------
     def completion_logp(self, rollout: Rollout, rows: list[int], with_entropy: bool = False):
@@ -166,12 +172,13 @@ class ViRLModule(BackboneModule):
         return torch.cat(chunks)  # [N, L]
 
     # ---- reward -----------------------------------------------------------------------
-    def score(self, rollout: Rollout):
-        """Composite reward parts, each [N]; also feeds the PatchSimilarity metric."""
+    def score(self, rollout: Rollout, metric: Optional[PatchSimilarity] = None):
+        """Composite reward parts, each [N]; also feeds `metric` (default: the training one)."""
         renders = rollout.wait_renders()
         images = [r.image if r.ok else None for r in renders]  # [N], None scores 0
         # one encoder pass: per-sample scores, also accumulated into the epoch metric
-        visual = self.visual.score(images, rollout.references, rollout.languages).float().cpu()  # [N]
+        metric = self.visual if metric is None else metric
+        visual = metric.score(images, rollout.references, rollout.languages).float().cpu()  # [N]
         formats = format_reward(rollout.completions.texts, rollout.languages)  # [N]
         rendered = torch.tensor([float(r.ok) for r in renders])  # [N]
         return composite_reward(visual, formats, rendered, format_weight=self.format_weight)
@@ -208,6 +215,19 @@ class ViRLModule(BackboneModule):
         self.log("train/visual_epoch", self.visual, on_step=False, on_epoch=True, batch_size=B)  # Lightning syncs + resets it
         for name, value in stats.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=B)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        """Held-out check during fit: the sampler answered each prompt once, greedily, and the
+        render callback drew it; score it as training does and log val/ means (trainer
+        val_check_interval sets how often, limit_val_batches how many prompts)."""
+        rollout = self.rollout
+        if rollout is None or rollout.batch is not batch:
+            raise RuntimeError("no rollout for this validation batch: the RolloutSampler callback must run first")
+        parts = self.score(rollout, self.val_visual)
+        B = len(batch.images)
+        for name, value in (("reward", parts.overall), ("format", parts.format), ("render", parts.rendered)):
+            self.log(f"val/{name}", value.float().mean(), on_step=False, on_epoch=True, batch_size=B, sync_dist=True)
+        self.log("val/visual", self.val_visual, on_step=False, on_epoch=True, batch_size=B)  # Lightning syncs + resets it
 
     def _update(self, rollout, rows, advantages, ref_logp) -> dict[str, float]:
         """ppo_epochs optimizer steps over `rows`. The weights do not change before the first
