@@ -35,6 +35,7 @@ from typing import Callable
 
 from vinci.tiny import (
     TinySpec,
+    decoder_sizes,
     is_built,
     mrope_sections,
     qwen2_vl_config,
@@ -105,13 +106,7 @@ def _qwen_text(tokenizer, spec: TinySpec, sections: list[int], **rope) -> dict:
     """The decoder part shared by the Qwen-VL configs; `sections` splits M-RoPE's frequencies."""
     ids = _ids(tokenizer, QWEN_TOKENS)
     return dict(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads,
-        num_key_value_heads=spec.kv_heads,
-        max_position_embeddings=4096,
+        **decoder_sizes(tokenizer, spec),
         rope_parameters={"rope_type": "default", "mrope_section": sections, **rope},
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
@@ -153,14 +148,9 @@ def _qwen2_5_vl_config(tokenizer, spec: TinySpec):
 
 
 def _qwen2_5_vl_processor(tokenizer, spec: TinySpec, chat_template: str):
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+    from transformers import Qwen2_5_VLProcessor
 
-    return Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels),
-        video_processor=Qwen2VLVideoProcessor(),
-        tokenizer=tokenizer,
-        chat_template=chat_template,
-    )
+    return qwen2_vl_processor(tokenizer, spec, chat_template, Qwen2_5_VLProcessor)
 
 
 def _qwen3_vl_config(tokenizer, spec: TinySpec):
@@ -208,13 +198,7 @@ def _idefics3_config(tokenizer, spec: TinySpec):
     return Idefics3Config(
         text_config=dict(
             model_type="llama",
-            vocab_size=len(tokenizer),
-            hidden_size=spec.hidden_size,
-            intermediate_size=spec.intermediate_size,
-            num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads,
-            num_key_value_heads=spec.kv_heads,
-            max_position_embeddings=4096,
+            **decoder_sizes(tokenizer, spec),
             rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
             bos_token_id=ids["<|im_start|>"],
             eos_token_id=ids["<end_of_utterance>"],

@@ -116,19 +116,26 @@ def mrope_sections(head_dim: int) -> list[int]:
     return [time, height, half - time - height]
 
 
+def decoder_sizes(tokenizer, spec: TinySpec) -> dict:
+    """The decoder's sizes as every family's text config names them."""
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        max_position_embeddings=4096,
+    )
+
+
 def qwen2_vl_config(tokenizer, spec: TinySpec):
     from transformers import Qwen2VLConfig
 
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     return Qwen2VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=spec.hidden_size,
-            intermediate_size=spec.intermediate_size,
-            num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads,
-            num_key_value_heads=spec.kv_heads,
-            max_position_embeddings=4096,
+            **decoder_sizes(tokenizer, spec),
             rope_parameters={
                 "rope_type": "default",
                 "rope_theta": 10000.0,
@@ -156,10 +163,11 @@ def qwen2_vl_config(tokenizer, spec: TinySpec):
     )
 
 
-def qwen2_vl_processor(tokenizer, spec: TinySpec, chat_template: str):
+def qwen2_vl_processor(tokenizer, spec: TinySpec, chat_template: str, processor_class=None):
+    """Qwen2-VL's processor (or another class taking the same parts, e.g. Qwen2.5-VL's)."""
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
-    return Qwen2VLProcessor(
+    return (processor_class or Qwen2VLProcessor)(
         image_processor=Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels),
         video_processor=Qwen2VLVideoProcessor(),
         tokenizer=tokenizer,
