@@ -2,7 +2,7 @@
 
     python -m benchmarks.memory                                   # every model, on the CPU: projected
     python -m benchmarks.memory --models qwen2.5-vl-3b qwen3-vl-8b
-    python -m benchmarks.memory --layers full --rows 2,4 --tokens 1024,2048   # on a GPU: measured
+    python -m benchmarks.memory --layers full --rows 2,4 --tokens 1024,2048 --sample-tokens 2048   # GPU: measured
 
 Each model is built from its released configuration (`ARCHS`) with random weights, saved with
 `save_pretrained` and loaded through `vinci.backbone.load_backbone`, so the real loading path
@@ -35,10 +35,12 @@ own, the largest giving the phase's peak:
     per row              sampling: every tensor is per row, so G measured rows scale to B x G;
                          update/SFT: from 1 and 2 rows, whose difference is one row's share
 
-Every figure says whether it was measured or projected. Limits: on the CPU the vision tower and
-the reward encoder compute in fp32 (no autocast there: an overestimate of their activations);
-kernels' internal workspace and allocator caching are not seen (an underestimate); the budgets
-keep `--headroom` GiB free for the CUDA context, cuBLAS workspace and fragmentation.
+Every figure says whether it was measured or projected. On Qwen2.5-VL-3B the projections matched
+direct measurements at 5 layers, 4 rows and 1,024 tokens to within 2 MiB. Limits: DINOv2-L
+computes in fp32 on the CPU (vinci's TimmEncoder autocasts to bf16 on CUDA only), which
+overstates its activations; CPU and CUDA kernels differ (their scratch memory, which is not seen,
+and autocast's op lists); the budgets keep `--headroom` GiB free for the CUDA context, cuBLAS
+workspace and allocator fragmentation.
 """
 
 from __future__ import annotations
@@ -80,10 +82,12 @@ ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30
 
 # ---- released configurations ---------------------------------------------------------------
-# Values as in each model's config.json on the Hugging Face hub (Qwen/<name>-Instruct); where a
-# released config.json leaves a vision value to the class default (Qwen2.5-VL's depth,
-# intermediate size, heads, window, full-attention blocks), transformers' Qwen2_5_VLVisionConfig
-# default is what the release runs with. Facts used:
+# Values as in the config.json of each Qwen/<name>-Instruct repository on huggingface.co, read
+# there or from unmodified copies in derived repositories (Qwen/Qwen2.5-VL-7B-Instruct-AWQ,
+# unsloth/Qwen2.5-VL-7B-Instruct, fine-tunes of Qwen3-VL-4B/8B-Instruct that keep its config).
+# Where Qwen2.5-VL's config.json leaves a vision value to the class default (depth, intermediate
+# size, heads, window, full-attention blocks), transformers' Qwen2_5_VLVisionConfig default is what
+# the release runs with; Qwen3VLVisionConfig's defaults are the 8B's vision tower. Facts used:
 # - Qwen2.5-VL-3B: hidden 2048, intermediate 11008, 36 layers, 16 heads, 2 KV heads, vocab
 #   151,936, tied embeddings, rope theta 1e6, mrope [16, 24, 24]; vision out_hidden_size 2048.
 # - Qwen2.5-VL-7B: hidden 3584, intermediate 18944, 28 layers, 28 heads, 4 KV heads, vocab
@@ -166,6 +170,8 @@ PROMPT = "<image>Write the matplotlib python code that draws this chart."
 
 @dataclass(frozen=True)
 class Recipe:
+    """The settings of one model's recipes that its memory depends on."""
+
     prompts: int = 4  # B, prompts sampled together (B x G rows in one generate call)
     group: int = 8  # G
     new_tokens: int = 2048  # max_new_tokens
@@ -189,6 +195,7 @@ BUDGETS_GIB = (16, 24)
 # ---- measuring ------------------------------------------------------------------------------
 class Meter:
     """Peak bytes since the last `reset`: CUDA's allocator counters, or live tensor bytes on the CPU."""
+
     def __init__(self) -> None:
         self.cuda = torch.cuda.is_available()
         self.method = "torch.cuda.max_memory_allocated" if self.cuda else "peak live tensor bytes (LiveTensorBytes)"
@@ -241,8 +248,6 @@ def module_bytes(module) -> int:
 def build_model_dir(arch: Arch, layers: int, vision_depth: int, out: Path, image_tokens: int = IMAGE_TOKENS) -> Path:
     """`arch` at `layers` decoder layers and `vision_depth` vision blocks with random bf16 weights,
     saved with the family fixture's processor, whose pixel limit admits `image_tokens` tokens."""
-
-
     folder = out / f"{arch.family}-h{arch.text['hidden_size']}-L{layers}-V{vision_depth}-t{image_tokens}"
     if (folder / "built.json").is_file():
         return folder
@@ -313,6 +318,7 @@ class Segments:
     layer, the output head (checkpointed layers and head chunks run their forward again in the
     backward, so the backward splits the same way). A phase's peak is its largest segment's.
     """
+
     def __init__(self, meter: Meter, model) -> None:
         base = model.get_base_model()
         # a layer's first module, not the layer: checkpointing reruns a layer's forward without its hooks
@@ -433,8 +439,6 @@ def reward_images(group: int):
 def measure_reward(meter: Meter, out: Path, depth: int, group: int) -> dict:
     """Peak of scoring G renders against one reference with DINOv2-L cut to `depth` blocks, random
     weights loaded through vinci's TimmEncoder from a local file."""
-
-
     weights = out / f"dinov2-large-depth{depth}.safetensors"
     if not weights.is_file():
         net = timm.create_model(REWARD_MODEL, pretrained=False, num_classes=0, depth=depth)
@@ -507,6 +511,7 @@ def line_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 class SamplingFit:
     """Sampling memory measured at one or two depths, G rows of one prompt, above the resident bytes:
     each prefill segment linear in depth, and the decode-step peaks a line in the step (per depth)."""
+
     layers: list[int]  # measured depths
     rows: int  # measured rows (G of one prompt)
     steps: list[int]  # measured new tokens, per depth
@@ -566,6 +571,7 @@ class StepFit:
     its checkpointed input [tokens, hidden], hence in proportion to prompt + completion tokens.
     Four runs determine it: (L0, n0, N0), (L0, n0, N1), (L0, n1, N0), (L1, n0, N0).
     """
+
     prompt: int  # P
     layers: list[int]
     rows: list[int]
@@ -628,6 +634,7 @@ def _label(layers_m, layers, rows_m, rows, tokens_m, tokens, tokens_note: str) -
 @dataclass
 class Plan:
     """What to measure; the defaults are what a CPU can do in minutes per model."""
+
     layers: tuple[int, ...] = (2, 3)  # decoder layers built; () = full depth (not 1: its input is the embedding)
     rows: tuple[int, int] = (1, 2)  # update/SFT rows measured
     tokens: tuple[int, int] = (64, 320)  # update/SFT completion (answer) tokens measured
@@ -709,6 +716,8 @@ def measure_model(name: str, plan: Plan, work: Path) -> dict:
 # ---- reporting ------------------------------------------------------------------------------
 @dataclass
 class Row:
+    """One line of the table."""
+
     model: str
     recipe: str
     phase: str
@@ -733,9 +742,9 @@ def model_rows(measured: dict, reward: dict, headroom: float) -> tuple[list[Row]
     sft = StepFit.from_runs(runs["bf16"], prompt)
     reward_peak, reward_weights = reward["peak_full"], reward["weights_full"]
 
-    def total(group: int, new_tokens: int, micro: int) -> float:
+    def total(prompts: int, group: int, new_tokens: int, micro: int) -> float:
         """One ViRL step: the DINOv2-L weights stay on the GPU beside the policy in every phase."""
-        return max(sampling.peak(L, B * group, new_tokens) + vq + reward_weights,
+        return max(sampling.peak(L, prompts * group, new_tokens) + vq + reward_weights,
                    update.peak(L, micro, new_tokens) + vq + reward_weights,
                    sampling.resident(L) + vq + reward_peak)
 
@@ -748,7 +757,7 @@ def model_rows(measured: dict, reward: dict, headroom: float) -> tuple[list[Row]
                         update.label(L, micro, N) + vision_note + f"; peak in {update.where(L, micro, N)}"))
     rows.append(Row(name, virl, "reward: DINOv2-L, 8 renders x 13 crops", reward_peak, reward["label"]))
     for micro in recipe.micro_batch:
-        rows.append(Row(name, virl, f"step peak, micro-batch {micro}, + DINOv2-L", total(G, N, micro),
+        rows.append(Row(name, virl, f"step peak, micro-batch {micro}, + DINOv2-L", total(B, G, N, micro),
                         "largest phase above + the other model beside it"))
     answer, n = recipe.sft_tokens - prompt, recipe.sft_rows
     for setting, fit, extra in (("QLoRA", sft_qlora, vq), ("LoRA-bf16", sft, vb)):
@@ -760,10 +769,10 @@ def model_rows(measured: dict, reward: dict, headroom: float) -> tuple[list[Row]
     for budget in BUDGETS_GIB:
         usable = (budget - headroom) * GiB
         for micro in recipe.micro_batch:
-            cells = [f"G={g} x {largest_tokens(lambda n: total(g, n, micro), usable):>6}" for g in (4, 8, 16)]
-            most = max((g for g in range(1, 65) if total(g, N, micro) <= usable), default=0)
+            cells = [f"{b} x {G} rows: {largest_tokens(lambda n: total(b, G, n, micro), usable):>6}" for b in (1, 2, 4)]
+            most = max((g for g in range(1, 129) if total(1, g, N, micro) <= usable), default=0)
             fits.append(f"{name:<14} {budget:>3} GB  micro-batch {micro}  " + "  ".join(cells)
-                        + f"  | at {N:,} tokens: G <= {most}{'+' if most == 64 else ''}")
+                        + f"  | at {N:,} tokens: {most}{'+' if most == 128 else ''} rows")
     return rows, fits
 
 
@@ -816,7 +825,8 @@ def report(data: dict, headroom: float) -> None:
     print("-+-".join("-" * w for w in widths) + "-+----------+-------------------")
     for r in rows:
         print(" | ".join(v.ljust(w) for v, w in zip((r.model, r.recipe, r.phase), widths)) + f" | {r.bytes / GiB:8.2f} | {r.label}")
-    print(f"\nLargest max_new_tokens per G that fits (4 prompts sampled together, DINOv2-L beside, {headroom} GiB kept free):")
+    print(f"\nLargest max_new_tokens that fits, by rows sampled together (prompts x G), with DINOv2-L beside and {headroom} GiB"
+          " kept free; then the most rows (prompts x G) at the recipe's length:")
     print("\n".join("  " + line for line in fits))
     print("\nMeasured points (resident: weights, LoRA, its gradients and AdamW state, inputs; peak: the largest segment):")
     print("\n".join(line for m in measured for line in measured_lines(m)))
@@ -834,7 +844,7 @@ Prompt: one chart of 40 x 25 = 1,000 image tokens (28 px per token for Qwen2.5-V
 Built {depth}; update/SFT measured at {' and '.join(map(str, plan.rows))} rows x {' and '.join(map(str, plan.tokens))}
   new tokens; sampling at G = 8 rows of one prompt, {' and '.join(map(str, plan.sample_tokens))} new tokens per depth.
 Sampling runs outside autocast, as the RolloutSampler callback does; update and SFT run under bf16 autocast.
-On the CPU the vision towers and DINOv2-L compute in fp32: their activations read high against a GPU's bf16 autocast.
+On the CPU DINOv2-L computes in fp32 (vinci autocasts it to bf16 on CUDA only): its activations read high.
 Wall time of the measurements: {data.get('seconds', float('nan')):,.0f} s.""")
 
 

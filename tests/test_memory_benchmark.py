@@ -132,5 +132,5 @@ def test_report_prints_every_phase_of_a_model(capsys):
     memory.report({"plan": memory.asdict(memory.Plan()), "reward": reward, "models": [measured], "seconds": 1.0}, 1.0)
     out = capsys.readouterr().out
     for phase in ("sampling (32 rows", "update, micro-batch 4 (recipe)", "update, micro-batch 2 (fallback)", "reward: DINOv2-L",
-                  "step peak, micro-batch 4", "SFT QLoRA 2x4,096", "SFT LoRA-bf16 2x4,096", "16 GB  micro-batch 4"):
+                  "step peak, micro-batch 4", "SFT QLoRA 2x4,096", "SFT LoRA-bf16 2x4,096", "16 GB  micro-batch 4  1 x 8 rows"):
         assert phase in out
