@@ -14,6 +14,13 @@ SVG_PROMPT = "<image>Write the svg code that draws this image."
 CHART_PROMPT = "<image>Write the matplotlib python code that draws this chart."
 
 
+def b64_png(size=(40, 30), color="red") -> dict:
+    """An image reference that fits in JSON: base64 bytes, as `datasets` writes them."""
+    import base64
+
+    return {"bytes": base64.b64encode(png_bytes(size, color)).decode(), "path": None}
+
+
 def png_bytes(size=(40, 30), color="red", mode="RGB") -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size, color).save(buffer, format="PNG")
@@ -60,6 +67,14 @@ def write_disk(path: Path, rows: list[dict], image_feature: bool = True, as_list
             table = table.map(lambda r: {"images": r["images"][0]}).cast_column("images", feature)
     table.save_to_disk(str(path))
     return path
+
+
+@pytest.fixture(autouse=True)
+def datasets_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's `datasets` cache (and cleaned JSON-lines copies) in its own temp folder."""
+    cache = tmp_path_factory.mktemp("hf-datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    return cache
 
 
 @pytest.fixture

@@ -140,12 +140,17 @@ def test_image_reference_is_resolved_against_the_data_file(tmp_path, pngs, monke
     assert read_rows(path, min_pixels=100)[0].image.size == Image.open(tmp_path / pngs["red"]).size
 
 
-def test_dataset_dict_folder_with_one_split(tmp_path):
+def test_dataset_dict_folder_splits(tmp_path):
     import datasets
 
     table = datasets.Dataset.from_list([rl_row(_bytes_ref("red"))])
     datasets.DatasetDict({"train": table}).save_to_disk(str(tmp_path / "one"))
     assert len(read_rows(tmp_path / "one")) == 1
-    datasets.DatasetDict({"train": table, "test": table}).save_to_disk(str(tmp_path / "two"))
-    with pytest.raises(ValueError, match="splits"):
-        read_rows(tmp_path / "two")
+    two = datasets.Dataset.from_list([rl_row(_bytes_ref("red")), rl_row(_bytes_ref("blue"))])
+    datasets.DatasetDict({"train": table, "test": two}).save_to_disk(str(tmp_path / "two"))
+    assert len(read_rows(tmp_path / "two")) == 1  # the role's split: train
+    assert len(read_rows(tmp_path / "two", role="test")) == 2
+    assert len(read_rows(f"{tmp_path / 'two'}@test")) == 2  # a split named after the folder
+    datasets.DatasetDict({"a": table, "b": table}).save_to_disk(str(tmp_path / "odd"))
+    with pytest.raises(ValueError, match=r"splits \['a', 'b'\]; name one: .*odd@a"):
+        read_rows(tmp_path / "odd")

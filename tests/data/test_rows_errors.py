@@ -84,9 +84,9 @@ def test_unreadable_files(tmp_path):
 
     garbled = tmp_path / "garbled.jsonl"
     garbled.write_text('{"problem": "<image>", "images": ["a.png"]}\n{"problem": "<image>", "images": [\n')
-    err = _error(garbled)
-    _assert_names(err, garbled, 1, None, "unreadable file")
-    assert "invalid JSON" in str(err)
+    err = _error(garbled)  # one bad line is a bad row, not an unreadable file
+    _assert_names(err, garbled, 1, None, "invalid JSON")
+    assert len(read_rows(garbled, on_bad_row="skip", validate="lazy")) == 1
 
     for name, content in [("bad.parquet", b"PAR1 not really parquet"), ("empty.jsonl", b""),
                           ("broken.json", b'[{"problem": 1},'), ("data.csv", b"a,b\n1,2\n")]:
@@ -102,7 +102,7 @@ def test_unreadable_files(tmp_path):
 def test_no_known_schema_columns(tmp_path, pngs):
     path = write_jsonl(tmp_path / "x.jsonl", [{"question": "<image>", "images": [pngs["red"]]}])
     err = _error(path, on_bad_row="skip")  # a file-level problem: skipping cannot help
-    assert "'messages|problem'" in str(err) and str(path) in str(err)
+    assert "'messages|conversations|problem'" in str(err) and str(path) in str(err)
 
 
 def test_skip_mode_counts_by_reason_and_logs_one_line(tmp_path, pngs, caplog):

@@ -1,7 +1,14 @@
 """The LightningDataModule: where rows come from, which collate they get, and length filtering.
 
-    rows (jsonl / json / parquet / save_to_disk dir, or the built-in synthetic corpus)
-      -> read_rows -> Example -> (over-long prompts filtered out) -> SFTCollator | RLCollator
+    rows (file, shard folder, glob, save_to_disk dir, hub id; or the built-in synthetic corpus)
+      -> read_rows -> Example -> (over-long rows dropped) -> SFTCollator | RLCollator
+
+With ``validate: lazy`` (the default) each row is checked, and its length counted, when a
+batch first reads it, so the first step comes as fast for 1.6M rows as for 1,000: a bad or
+over-long row is skipped and counted then (``on_bad_row: skip``), or raises naming file, row
+and field (``raise``; the last checkpoint stands). Setup reads one row, so a source that
+yields nothing usable fails before training. ``validate: full`` checks every row and every
+length up front (``num_proc`` processes, progress bars), for an exact count before step 1.
 
 With `synthetic` set and no explicit files, the corpus is built in `prepare_data` when its
 manifest is missing, and the split files of the chosen stage's schema are read from it.
@@ -68,11 +75,16 @@ class VinciDataModule(L.LightningDataModule):
         max_pixels: int = 224 * 224,
         max_length: int = 1024,
         on_bad_row: Literal["raise", "skip"] = "raise",
+        schema: Literal["auto", "sft", "sharegpt", "rl", "columns"] = "auto",
+        columns: Optional[dict[str, str]] = None,
+        validate: Literal["lazy", "full"] = "lazy",
+        num_proc: Optional[int] = None,
     ):
         """
         Args:
             stage: "sft" gives SFT batches (labels masked to the answer); "rl" gives left-padded prompts.
-            train: rows file or directory for training; default: the synthetic corpus's split.
+            train: rows for training: a file, a folder of shards, a glob, a save_to_disk folder, or a
+                hub id (org/name, org/name:config@split); default: the synthetic corpus's split.
             val: rows for validation; default: the synthetic corpus's split, none without a corpus.
             test: rows for `test`; default: the synthetic corpus's held-out split.
             synthetic: build and use the procedural corpus when files are not given.
@@ -88,7 +100,14 @@ class VinciDataModule(L.LightningDataModule):
             max_length: longest sequence in tokens (prompt + answer for sft, prompt for rl);
                 longer rows are dropped, never truncated, since truncation would cut image tokens.
             on_bad_row: "raise" stops at the first bad row with its file, row and field;
-                "skip" drops bad rows and logs one summary.
+                "skip" drops bad rows and counts them by reason (logged).
+            schema: row schema (vinci.data.schemas): auto | sft (messages) | sharegpt
+                (conversations) | rl (problem/answer) | columns (needs `columns`).
+            columns: for any other table, which column holds what: {prompt: COL, image: COL,
+                answer: COL, language: COL} (prompt and image required).
+            validate: "lazy" checks a row when it is first read (constant time to the first
+                batch); "full" checks every row, image and length before training.
+            num_proc: processes for loading and for the full check; null: one.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -101,6 +120,7 @@ class VinciDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.max_length = max_length
         self.read_kwargs = dict(on_bad_row=on_bad_row, min_pixels=min_pixels, max_pixels=max_pixels)
+        self.row_kwargs = dict(schema=schema, columns=columns, validate=validate, num_proc=num_proc)
         self.processor = None
         self.datasets: dict[str, Dataset] = {}
         self.current_stage: Optional[str] = None
@@ -125,12 +145,12 @@ class VinciDataModule(L.LightningDataModule):
             refine_fraction=s.refine_fraction,
         )
 
-    def split_path(self, split: str) -> Optional[Path]:
-        """The file a split reads: the explicit one, else the synthetic corpus's."""
+    def split_path(self, split: str) -> Optional[str]:
+        """The source a split reads: the explicit one, else the synthetic corpus's file."""
         if self.paths[split]:
-            return Path(self.paths[split])
+            return str(self.paths[split])
         if self.synthetic is not None:
-            return Path(self.synthetic.dir) / f"{self.stage}_{split}.jsonl"
+            return str(Path(self.synthetic.dir) / f"{self.stage}_{split}.jsonl")
         return None
 
     def load_split(self, split: str) -> Optional[Dataset]:
@@ -141,8 +161,17 @@ class VinciDataModule(L.LightningDataModule):
         path = self.split_path(split)
         if path is None:
             return None
-        rows = read_rows(path, schema=self.stage, **self.read_kwargs)
+        rows = read_rows(path, role=split, require_answer=self.stage == "sft", **self.row_kwargs, **self.read_kwargs)
+        if not rows.validated:
+            rows.check = self.length_check()
+            rows[0]  # one usable row, or a clear error now rather than at step 1  # noqa: B018
+            return rows
         return self.filter_long(rows, path)
+
+    def length_check(self):
+        from vinci.data.lengths import LengthCheck
+
+        return LengthCheck(self.processor, self.stage, self.max_length)
 
     def load_benchmark(self) -> Dataset:
         from vinci.data.benchmark import read_benchmark
@@ -161,42 +190,42 @@ class VinciDataModule(L.LightningDataModule):
             raise ValueError(f"{b.dir}: the benchmark has no usable entries")
         return self.filter_long(entries, Path(b.dir))
 
-    def filter_long(self, rows, path: Path):
-        """Drop rows longer than max_length tokens (never truncate), and say how many.
+    def filter_long(self, rows, path):
+        """Drop rows longer than max_length tokens (never truncate) or refused by the processor.
 
-        Lengths are counted without decoding any image: the text is tokenised with the chat
-        template, and the image's token count (which depends only on its fitted size) is
-        measured once per distinct size on a blank image through the real processor.
+        Lengths are counted without decoding any image (vinci.data.lengths), in batches of
+        rows, with a progress bar.
         """
-        from vinci.data.collate import full_text, prompt_text
+        from collections import Counter
 
-        image_tokens: dict[tuple[int, int], int] = {}
-        keep = []
-        for index, row in enumerate(rows.rows):
-            if row.image_size not in image_tokens:
-                image_tokens[row.image_size] = self._image_token_count(row.image_size)
-            text = prompt_text(self.processor, row.prompt)
-            if self.stage == "sft":
-                text = full_text(self.processor, row.prompt, row.answer)
-            length = len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]) + image_tokens[row.image_size]
-            if length <= self.max_length:
-                keep.append(index)
-        if len(keep) < len(rows):
-            log.warning("%s: dropped %d of %d rows longer than max_length=%d", path, len(rows) - len(keep), len(rows), self.max_length)
+        from tqdm.auto import tqdm
+
+        check, keep, dropped, first = self.length_check(), [], Counter(), {}
+        step = 512
+        for start in tqdm(range(0, len(rows), step), desc=f"counting tokens of {path}", disable=len(rows) <= step,
+                          unit_scale=step):
+            chunk = rows.rows[start:start + step]
+            problems = check.problems([r.prompt for r in chunk], [r.answer for r in chunk], [r.image_size for r in chunk])
+            for offset, (row, problem) in enumerate(zip(chunk, problems)):
+                if problem is None:
+                    keep.append(start + offset)
+                    continue
+                if problem[0] != "too long" and self.read_kwargs["on_bad_row"] == "raise":
+                    from vinci.data.errors import BadRowError
+
+                    raise BadRowError(str(path), row.index, None, *problem)
+                dropped[problem[0]] += 1
+                first.setdefault(problem[0], f"{row.source}: {problem[1]}")
+        if dropped:
+            counts = ", ".join(f"{reason}={n}" for reason, n in sorted(dropped.items()))
+            log.warning("%s: dropped %d of %d rows (%s; max_length=%d)", path, sum(dropped.values()), len(rows),
+                        counts, self.max_length)
         if not keep:
-            raise ValueError(f"{path}: every row is longer than max_length={self.max_length} tokens")
-        return rows.select(keep)
-
-    def _image_token_count(self, size: tuple[int, int]) -> int:
-        """Tokens an image of this size adds beyond the template's placeholder text."""
-        from PIL import Image
-
-        from vinci.data.collate import prompt_text
-
-        text = prompt_text(self.processor, "<image>")
-        plain = len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-        expanded = self.processor(text=[text], images=[Image.new("RGB", size, "white")], return_tensors="pt")
-        return expanded["input_ids"].shape[1] - plain
+            raise ValueError(f"{path}: no row fits: {dict(dropped)} (first: {'; '.join(first.values())})")
+        selected = rows.select(keep)
+        for reason, n in dropped.items():
+            selected.skipped[reason] = selected.skipped.get(reason, 0) + n
+        return selected
 
     def setup(self, stage: str) -> None:
         if self.processor is None:

@@ -1,11 +1,18 @@
 """Image references in data rows: open them, check them, make them RGB, fit them to a pixel range.
 
-A row names its image in one of four ways, all handled here:
+A row names its image in one of these ways, all handled here:
 
 - a path string, relative to the data file's folder (or absolute);
+- a URL (``http://``, ``https://``, ``data:`` ...), which is refused: vinci reads no network;
 - a dict ``{"bytes": ..., "path": ...}`` as `datasets` stores images: raw bytes, or base64 text
   when the dict came from JSON; ``path`` is used when ``bytes`` is empty;
 - an already decoded `PIL.Image.Image` (a `datasets.Image` feature with decoding on).
+
+Checking an image (`check_image`) decodes every pixel, because a PNG with valid CRCs but a
+broken zlib stream, or a truncated JPEG, passes a header check and ``verify()`` and only fails
+when decoded. The header's size is checked against ``DECODE_MAX_PIXELS`` before any decoding
+(a 20000x20000 PNG is refused, not decompressed), and the aspect ratio against ``MAX_ASPECT``,
+the limit of Qwen2-VL-style processors (``smart_resize`` raises above 200).
 
 Simplifications: one image per row; transparency is flattened onto white (icons and renders are
 drawn on white, and a black background would change what the model sees); resizing keeps the
@@ -18,12 +25,19 @@ import base64
 import binascii
 import io
 import math
+import re
+import zlib
 from pathlib import Path
 from typing import Any, Union
 
 from PIL import Image, UnidentifiedImageError
 
 ImageRef = Union[str, dict, Image.Image]
+DECODE_MAX_PIXELS = 40_000_000  # largest image decoded at all (e.g. 8000x5000); PIL's own bomb limit is ~89M
+MAX_ASPECT = 200  # longest side / shortest side; Qwen2-VL's smart_resize refuses more
+URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^data:", re.ASCII)
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, zlib.error,
+                 Image.DecompressionBombError)
 
 
 class ImageError(ValueError):
@@ -31,7 +45,7 @@ class ImageError(ValueError):
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
-        self.reason = reason  # "missing image" | "corrupt image"
+        self.reason = reason  # "missing image" | "corrupt image" | "image too large" | "bad aspect ratio" | "image url"
         self.detail = detail
 
 
@@ -48,6 +62,9 @@ def _bytes_of(ref: dict) -> bytes | None:
 
 
 def _path_of(ref: str, base_dir: Path) -> Path:
+    if URL.match(ref.strip()):
+        raise ImageError("image url", f"{ref[:80]!r} is a URL; vinci reads no network: download the images "
+                                      "and point the row at the files (or embed the bytes)")
     path = Path(ref).expanduser()
     path = path if path.is_absolute() else base_dir / path
     if not path.is_file():
@@ -73,32 +90,42 @@ def _source(ref: Any, base_dir: Path) -> Union[Path, io.BytesIO, Image.Image]:
     raise ImageError("missing image", f"unsupported image reference of type {type(ref).__name__}")
 
 
-def check_image(ref: ImageRef, base_dir: Path) -> tuple[int, int]:
-    """Open the header and verify the file's integrity without decoding; returns (width, height)."""
-    source = _source(ref, base_dir)
-    if isinstance(source, Image.Image):
-        return source.size
-    try:
-        with Image.open(source) as image:
-            size = image.size
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageError("corrupt image", f"{err}") from err
-    return size
+def check_size(width: int, height: int, max_decode_pixels: int = DECODE_MAX_PIXELS) -> None:
+    """ImageError unless the size is decodable and within the processor's aspect-ratio rule."""
+    if width < 1 or height < 1:
+        raise ImageError("corrupt image", f"size {width}x{height}")
+    if width * height > max_decode_pixels:
+        raise ImageError("image too large", f"{width}x{height} = {width * height} pixels; the cap is {max_decode_pixels}")
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        raise ImageError("bad aspect ratio", f"{width}x{height}: the processor needs an aspect ratio under {MAX_ASPECT}")
 
 
-def load_image(ref: ImageRef, base_dir: Path) -> Image.Image:
-    """Decode the referenced image into an RGB image (transparency flattened onto white)."""
+def check_image(ref: ImageRef, base_dir: Path, max_decode_pixels: int = DECODE_MAX_PIXELS) -> tuple[int, int]:
+    """Decode every pixel (after checking the header's size); returns (width, height)."""
+    return load_image(ref, base_dir, max_decode_pixels).size
+
+
+def load_image(ref: ImageRef, base_dir: Path, max_decode_pixels: int = DECODE_MAX_PIXELS) -> Image.Image:
+    """Decode the referenced image into an RGB image (transparency flattened onto white).
+
+    The header's size is checked (`check_size`) before the pixels are decoded.
+    """
     source = _source(ref, base_dir)
     try:
         if isinstance(source, Image.Image):
+            check_size(*source.size, max_decode_pixels)
             source.load()
             return to_rgb(source)
         with Image.open(source) as image:
+            check_size(*image.size, max_decode_pixels)
             image.load()
             return to_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageError("corrupt image", f"{err}") from err
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageError("image too large", f"{err}") from err
+    except DECODE_ERRORS as err:
+        raise ImageError("corrupt image", f"{type(err).__name__}: {err}") from err
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

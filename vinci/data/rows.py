@@ -1,66 +1,61 @@
-"""Read image-to-code rows from a data file into `Example`s, checking every row up front.
+"""Read image-to-code rows from any source into `Example`s, checked up front or as they are used.
 
-Formats, all read with the `datasets` library and no network: ``.jsonl``, ``.json`` (a list of
-objects, or JSON lines), ``.parquet``, or a folder written by `datasets.Dataset.save_to_disk`.
-Two row schemas:
+Sources are `vinci.data.sources` (file, shard folder, glob, save_to_disk folder, hub id),
+schemas `vinci.data.schemas` (sft, sharegpt, rl, columns; ``auto`` picks), images
+`vinci.data.images`, languages `vinci.data.language`. The table stays memory-mapped: a
+`RowSet` holds only the table, an index array of usable rows and (after a full check) their
+fitted image sizes, so memory does not grow with the number of rows.
 
-- ``sft`` (VinciCoder SFT / ms-swift): ``messages`` holds a user turn whose text contains
-  ``<image>`` and a following assistant turn (the answer); ``images`` lists the image.
-  System turns are ignored; with several exchanges the first user turn and the assistant turn
-  after it are used.
-- ``rl`` (VinciCoder RL / EasyR1): ``problem`` holds the prompt with ``<image>``, ``images``
-  the image, ``answer`` (optional) the reference answer.
+Two ways to check rows (``validate``):
 
-``schema="auto"`` picks ``sft`` when a ``messages`` column exists, else ``rl`` when a
-``problem`` column does. Images are described in `vinci.data.images`. The target language is
-read off the prompt (`vinci.tasks.language_from_prompt`); an explicit ``language`` column, when
-present and not null, overrides it, and a value there that `vinci.tasks.canonical` does not know
-is a bad row ("unknown language"). A prompt without ``<image>`` gets it prepended (as ms-swift
-does); a row with more than one image is rejected (one image per row is all vinci handles).
+- ``full``: every row is checked before the RowSet is returned, its image decoded to the last
+  pixel, in a `datasets.map` pass (``num_proc`` processes, a progress bar, and a cache: a
+  second read of the same table with the same settings checks nothing). Bad rows raise, or are
+  dropped and counted, before training starts, and ``len`` is exact.
+- ``lazy``: only the file-level structure (the schema's columns) is checked up front; a row is
+  checked when ``rowset[i]`` reads it. The first batch comes in constant time whatever the size.
 
-Every row is validated when the file is read (fields, the language, and each image's header and
-integrity via ``PIL.Image.verify``); images are decoded lazily in ``__getitem__``. A bad row raises
-`BadRowError` naming file, 0-based row index and field, or with ``on_bad_row="skip"`` is dropped
-and counted, and one summary line is logged. A file that cannot be read at all always raises.
-Row indices are 0-based and count data rows (JSON lines / list items / table rows); each
-Example's ``id`` is ``<file stem>-row<index>``, stable across reads and usable as a file name.
+Either way, ``rowset[i]`` that meets a bad row (a lazy check, or an image that broke after a
+full one) raises `BadRowError` under ``on_bad_row="raise"``, and under ``"skip"`` counts it in
+``skipped`` and serves the next usable row instead (i+1, i+2, ... wrapping), so an epoch never
+dies on one bad image and batches keep their size. A ``check`` hook (the data module's
+length and processor check) runs on each Example; its "too long" rows are always skipped.
+Counts made inside DataLoader worker processes stay in those processes (each logs its own).
+
+The target language is read off the prompt (`vinci.data.language.prompt_language`); a
+``language`` column, when present and not null, overrides it. A prompt without ``<image>``
+gets it prepended (as ms-swift does). Row indices are 0-based rows of the source; each
+Example's ``id`` is ``<source stem>-row<index>``, stable across reads and usable as a file name.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import hashlib
 import logging
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
-import datasets
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vinci import tasks
-from vinci.data.images import ImageError, check_image, fit_pixels, fitted_size, load_image
+from vinci.data.errors import BadRowError
+from vinci.data.images import DECODE_MAX_PIXELS, ImageError, fit_pixels, fitted_size, load_image
+from vinci.data.language import LanguageError, check_library, explicit_language, prompt_language
+from vinci.data.schemas import IMAGE, Parsed, Plan, parse, resolve
+from vinci.data.sources import BUILDERS, Source, load_source
 
 log = logging.getLogger(__name__)
 
-IMAGE = "<image>"
+__all__ = ["BUILDERS", "IMAGE", "BadRowError", "Example", "Row", "RowSet", "read_rows"]
+
 DEFAULT_MIN_PIXELS = 4 * 28 * 28  # Qwen2-VL's processor default
 DEFAULT_MAX_PIXELS = 1280 * 28 * 28  # Qwen2-VL's processor default
-Schema = Literal["auto", "sft", "rl"]
-BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-
-class BadRowError(ValueError):
-    """A row (or a whole file, when ``row`` is None) that cannot be used, with where and why."""
-
-    def __init__(self, file: str, row: Optional[int], field: Optional[str], reason: str, detail: str):
-        where = file if row is None else f"{file}: row {row}"
-        where += f": field '{field}'" if field else ""
-        super().__init__(f"{where}: {reason}: {detail}")
-        self.file, self.row, self.field, self.reason, self.detail = file, row, field, reason, detail
+SKIP_ALWAYS = ("too long",)  # reasons that drop a row even under on_bad_row="raise"
+MAX_CONSECUTIVE_SKIPS = 1000  # rowset[i] gives up after this many bad rows in a row
+Validate = Literal["full", "lazy"]
 
 
 @dataclass
@@ -75,9 +70,9 @@ class Example:
 
 @dataclass(frozen=True)
 class Row:
-    """Everything about a validated row except the decoded image (cheap to keep for all rows)."""
+    """Everything about a row except the decoded image (built on demand, never kept for all rows)."""
 
-    index: int  # 0-based row index in the file
+    index: int  # 0-based row index in the source
     prompt: str
     language: str
     answer: Optional[str]
@@ -85,263 +80,242 @@ class Row:
     source: str
 
 
-def _field(record: dict, name: str, file: str, index: int) -> Any:
-    value = record.get(name)
-    if value is None:
-        raise BadRowError(file, index, name, "missing field", "absent or null")
-    return value
+@dataclass(frozen=True)
+class Checker:
+    """Checks one record: fields, language, library, and (with decode) the image to the last pixel."""
 
+    file: str
+    plan: Plan
+    base_dir: Path
+    min_pixels: int
+    max_pixels: int
+    require_answer: bool
+    max_decode_pixels: int = DECODE_MAX_PIXELS
 
-def _text(value: Any, file: str, index: int, field: str) -> str:
-    if not isinstance(value, str):
-        raise BadRowError(file, index, field, "bad field", f"expected text, got {type(value).__name__}")
-    return value
+    def text(self, record: dict, row: int) -> tuple[Parsed, str]:
+        parsed = parse(record, self.plan, self.file, row)
+        explicit = parsed.language is not None
+        try:
+            language = explicit_language(parsed.language) if explicit else prompt_language(parsed.prompt)
+        except LanguageError as err:
+            field = self.plan.language if explicit else parsed.prompt_field
+            raise BadRowError(self.file, row, field, err.reason, err.detail) from None
+        if language == "python":
+            try:
+                check_library(parsed.prompt, parsed.answer)
+            except LanguageError as err:
+                field = parsed.answer_field if parsed.answer is not None else parsed.prompt_field
+                raise BadRowError(self.file, row, field, err.reason, err.detail) from None
+        if self.require_answer and parsed.answer is None:
+            raise BadRowError(self.file, row, parsed.answer_field, "missing answer", "an SFT row needs an answer")
+        return parsed, language
 
+    def image(self, parsed: Parsed, row: int) -> Image.Image:
+        try:
+            image = load_image(parsed.image, self.base_dir, self.max_decode_pixels)
+        except ImageError as err:
+            raise BadRowError(self.file, row, parsed.image_field, err.reason, err.detail) from None
+        return fit_pixels(image, self.min_pixels, self.max_pixels)
 
-def _sft_turns(record: dict, file: str, index: int) -> tuple[str, str]:
-    """(user prompt, assistant answer) of an ms-swift ``messages`` list."""
-    messages = _field(record, "messages", file, index)
-    if not isinstance(messages, list):
-        raise BadRowError(file, index, "messages", "bad field", "expected a list of turns")
-    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
-    if "user" not in roles:
-        raise BadRowError(file, index, "messages", "missing field", "no user turn")
-    user = roles.index("user")
-    if "assistant" not in roles[user + 1 :]:
-        raise BadRowError(file, index, "messages", "missing field", "no assistant turn after the user turn")
-    helper = roles.index("assistant", user + 1)
-    prompt = _text(messages[user].get("content"), file, index, f"messages[{user}].content")
-    answer = messages[helper].get("content")
-    if answer is None:
-        raise BadRowError(file, index, f"messages[{helper}].content", "missing field", "absent or null")
-    answer = _text(answer, file, index, f"messages[{helper}].content")
-    if not answer.strip():
-        raise BadRowError(file, index, f"messages[{helper}].content", "empty answer", "assistant turn is empty")
-    return prompt, answer
-
-
-def _rl_fields(record: dict, file: str, index: int) -> tuple[str, Optional[str]]:
-    prompt = _text(_field(record, "problem", file, index), file, index, "problem")
-    answer = record.get("answer")
-    if answer is not None:
-        answer = _text(answer, file, index, "answer")
-        answer = answer if answer.strip() else None
-    return prompt, answer
-
-
-def _image_ref(record: dict, file: str, index: int) -> Any:
-    images = _field(record, "images", file, index)
-    if not isinstance(images, (list, tuple)):
-        images = [images]  # a single reference instead of a list
-    if not images or images[0] is None:
-        raise BadRowError(file, index, "images", "missing image", "no image listed")
-    if len(images) > 1:
-        raise BadRowError(file, index, "images", "multiple images", f"{len(images)} images, vinci uses one per row")
-    return images[0]
-
-
-def _prompt_with_placeholder(prompt: str, file: str, index: int, field: str) -> str:
-    count = prompt.count(IMAGE)
-    if count > 1:
-        raise BadRowError(file, index, field, "multiple images", f"{count} {IMAGE} placeholders")
-    return prompt if count == 1 else IMAGE + prompt
-
-
-def _language(record: dict, prompt: str, file: str, index: int) -> str:
-    explicit = record.get("language")
-    if explicit is None:
-        return tasks.language_from_prompt(prompt)
-    try:
-        return tasks.canonical(_text(explicit, file, index, "language"))
-    except ValueError as err:
-        raise BadRowError(file, index, "language", "unknown language", str(err)) from err
-
-
-def _resolve_schema(columns: Sequence[str], schema: str, file: str) -> str:
-    if schema == "auto":
-        if "messages" in columns:
-            return "sft"
-        if "problem" in columns:
-            return "rl"
-        raise BadRowError(file, None, "messages|problem", "missing field",
-                          f"no 'messages' (SFT) or 'problem' (RL) column; columns: {list(columns)}")
-    if schema not in ("sft", "rl"):
-        raise ValueError(f"schema must be 'auto', 'sft' or 'rl', got {schema!r}")
-    return schema
+    def __call__(self, batch: dict, positions: list[int], numbers: Optional[np.ndarray]) -> dict:
+        """`datasets.map` body: one reason/field/detail/width/height per row (reason None: good)."""
+        out = {k: [] for k in ("reason", "field", "detail", "width", "height")}
+        names = list(batch)
+        for k, position in enumerate(positions):
+            record = {name: batch[name][k] for name in names}
+            row = int(numbers[position]) if numbers is not None else position
+            try:
+                parsed, _ = self.text(record, row)
+                size = self.image(parsed, row).size
+                values = (None, None, None, *size)
+            except BadRowError as err:
+                values = (err.reason, err.field, err.detail, 0, 0)
+            for key, value in zip(out, values):
+                out[key].append(value)
+        return out
 
 
 class RowSet(Dataset):
-    """Validated rows of one data file; ``rowset[i]`` decodes and resizes the image of row i.
+    """Rows of one source; ``rowset[i]`` checks row i, decodes and fits its image.
 
-    ``skipped`` counts dropped rows by reason (empty unless ``on_bad_row="skip"``);
-    ``rows`` holds per-row `Row` metadata (prompt, language, fitted image size) without
-    decoding any image, for cheap filtering; ``select(indices)`` returns a RowSet with those positions only.
+    ``skipped`` counts dropped rows by reason; ``rows`` gives per-row `Row` metadata on demand
+    (no image decoded when sizes are known from a full check); ``select(indices)`` returns a
+    RowSet with those positions only; ``check`` is an optional hook run on each Example that
+    returns None, or (reason, detail) to drop it.
     """
 
-    def __init__(self, file: str, schema: str, base_dir: Path, images: Any, rows: list[Row],
-                 skipped: dict[str, int], min_pixels: int, max_pixels: int):
-        self.file, self.schema, self.base_dir = file, schema, base_dir
-        self._images = images  # indexable: row index -> image reference (datasets column or list)
-        self.rows, self.skipped = rows, skipped
-        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+    def __init__(self, source: Source, checker: Checker, positions: np.ndarray, sizes: Optional[np.ndarray],
+                 on_bad_row: str, validated: bool, skipped: Optional[Counter] = None,
+                 check: Optional[Callable[[Example], Optional[tuple[str, str]]]] = None):
+        self.source, self.checker = source, checker
+        self.positions = positions  # [N] int64 table positions of the rows served
+        self.sizes = sizes  # [N, 2] fitted (width, height) when validated, else None
+        self.on_bad_row, self.validated = on_bad_row, validated
+        self.skipped: Counter = Counter(skipped or {})
+        self.first: dict[str, str] = {}  # reason -> the first such error's message, for the give-up error
+        self.bad: set[int] = set()  # positions found bad by rowset[i]: counted once, then passed over
+        self.check = check
+
+    file = property(lambda self: self.source.label)
+    schema = property(lambda self: self.checker.plan.schema)
+    base_dir = property(lambda self: self.source.base_dir)
+    min_pixels = property(lambda self: self.checker.min_pixels)
+    max_pixels = property(lambda self: self.checker.max_pixels)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.positions)
 
     def __getitem__(self, i: int) -> Example:
-        row = self.rows[i]
-        try:
-            image = load_image(_first(self._images[row.index]), self.base_dir)
-        except ImageError as err:  # the file changed or broke after validation
-            raise BadRowError(self.file, row.index, "images", err.reason, err.detail) from err
-        image = fit_pixels(image, self.min_pixels, self.max_pixels)
-        return Example(image, row.prompt, row.language, row.answer, row.source, self.row_id(row))
+        n = len(self.positions)
+        if n == 0:
+            raise IndexError(f"{self.file}: no rows")
+        for step in range(min(n, MAX_CONSECUTIVE_SKIPS)):
+            j = (i + step) % n
+            if j in self.bad:
+                continue
+            try:
+                return self.example(j)
+            except BadRowError as err:
+                if self.on_bad_row == "raise" and err.reason not in SKIP_ALWAYS:
+                    raise
+                self.bad.add(j)
+                self._count(err)
+        counts = ", ".join(f"{r}={c}" for r, c in sorted(self.skipped.items()))
+        what = "every row" if n <= MAX_CONSECUTIVE_SKIPS else f"{MAX_CONSECUTIVE_SKIPS} rows in a row from position {i}"
+        firsts = "; ".join(self.first.values())
+        raise ValueError(f"{self.file}: {what} was skipped ({counts}); first of each: {firsts}")
+
+    def example(self, i: int) -> Example:
+        """Row at position i, checked; BadRowError when it is bad (never skips)."""
+        row = self.source.row_number(int(self.positions[i]))
+        parsed, language = self.checker.text(self._record(i), row)
+        image = self.checker.image(parsed, row)
+        example = Example(image, parsed.prompt, language, parsed.answer, f"{self.file}:row {row}", self._id(row))
+        problem = self.check(example) if self.check is not None else None
+        if problem is not None:
+            raise BadRowError(self.file, row, None, *problem)
+        return example
+
+    def _record(self, i: int) -> dict:
+        return self.source.table[int(self.positions[i])]
+
+    def _count(self, err: BadRowError) -> None:
+        self.skipped[err.reason] += 1
+        self.first.setdefault(err.reason, str(err))
+        total = sum(self.skipped.values())
+        if self.skipped[err.reason] == 1:
+            log.warning("skipping bad rows; first %r: %s", err.reason, err)
+        elif total % 1000 == 0:
+            log.warning("%s: skipped %d rows so far (%s)", self.file, total, dict(self.skipped))
+
+    def _id(self, row: int) -> str:
+        return f"{_stem(self.file)}-row{row}"
 
     def row_id(self, row: Row) -> str:
-        """``<file stem>-row<index>``: stable across reads and usable as a file name."""
-        return f"{Path(self.file).resolve().stem}-row{row.index}"
+        """``<source stem>-row<index>``: stable across reads and usable as a file name."""
+        return self._id(row.index)
+
+    @property
+    def rows(self) -> "RowView":
+        return RowView(self)
+
+    def row(self, i: int) -> Row:
+        number = self.source.row_number(int(self.positions[i]))
+        parsed, language = self.checker.text(self._record(i), number)
+        if self.sizes is not None:
+            size = (int(self.sizes[i, 0]), int(self.sizes[i, 1]))
+        else:
+            size = self.checker.image(parsed, number).size
+        return Row(number, parsed.prompt, language, parsed.answer, size, f"{self.file}:row {number}")
 
     def select(self, indices: Sequence[int]) -> "RowSet":
-        rows = [self.rows[i] for i in indices]
-        return RowSet(self.file, self.schema, self.base_dir, self._images, rows, dict(self.skipped),
-                      self.min_pixels, self.max_pixels)
+        indices = np.asarray(indices, dtype=np.int64)
+        sizes = self.sizes[indices] if self.sizes is not None else None
+        return RowSet(self.source, self.checker, self.positions[indices], sizes, self.on_bad_row, self.validated,
+                      self.skipped, self.check)
 
     def languages(self) -> dict[str, int]:
         return dict(Counter(r.language for r in self.rows))
 
 
-def _first(images: Any) -> Any:
-    return images[0] if isinstance(images, (list, tuple)) else images
+class RowView(Sequence):
+    """``rowset.rows[i]``: the `Row` at position i, read from the table when asked for."""
+
+    def __init__(self, rowset: RowSet):
+        self.rowset = rowset
+
+    def __len__(self) -> int:
+        return len(self.rowset)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.rowset.row(j) for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.rowset.row(i % len(self))
 
 
-def read_rows(path: str | Path, schema: Schema = "auto", on_bad_row: Literal["raise", "skip"] = "raise",
-              min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS) -> RowSet:
-    """Read and validate every row of a data file (see the module docstring for formats)."""
+def _stem(label: str) -> str:
+    name = Path(label.rstrip("/")).name or "rows"
+    stem = Path(name).stem if Path(name).suffix.lower() in BUILDERS else name
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+
+
+def read_rows(path: str | Path, schema: str = "auto", on_bad_row: Literal["raise", "skip"] = "raise",
+              min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS, *,
+              columns: Optional[dict] = None, validate: Validate = "full", num_proc: Optional[int] = None,
+              role: str = "train", require_answer: bool = False,
+              max_decode_pixels: int = DECODE_MAX_PIXELS) -> RowSet:
+    """Open a source and check its rows (see the module docstring for sources and modes).
+
+    role: which split a multi-split source gives (train | val | test).
+    require_answer: rows without an answer are bad rows (SFT needs one).
+    """
     if on_bad_row not in ("raise", "skip"):
         raise ValueError(f"on_bad_row must be 'raise' or 'skip', got {on_bad_row!r}")
+    if validate not in ("full", "lazy"):
+        raise ValueError(f"validate must be 'full' or 'lazy', got {validate!r}")
     fitted_size(1, 1, min_pixels, max_pixels)  # rejects a bad pixel range before reading
-    file = str(path)
-    path = Path(path)
-    table = load_table(path)
-    schema = _resolve_schema(table.column_names, schema, file)
-    base_dir = path if path.is_dir() else path.parent
-    rows, skipped = [], Counter()
-    for index, record in enumerate(table):
-        try:
-            rows.append(_validate(record, index, schema, file, base_dir, min_pixels, max_pixels))
-        except BadRowError as err:
-            if on_bad_row == "raise":
-                raise
-            skipped[err.reason] += 1
+    source = load_source(path, role=role, on_bad_row=on_bad_row, num_proc=num_proc)
+    plan = resolve(source.table.column_names, schema, columns, source.label)
+    checker = Checker(source.label, plan, source.base_dir, min_pixels, max_pixels, require_answer, max_decode_pixels)
+    positions = np.arange(len(source.table), dtype=np.int64)
+    if validate == "lazy":
+        return RowSet(source, checker, positions, None, on_bad_row, False, source.skipped)
+    bad, errors, sizes = _check_all(source, checker, num_proc)
+    if len(bad) and on_bad_row == "raise":
+        reason, field, detail = errors[0]
+        raise BadRowError(source.label, source.row_number(int(bad[0])), field, reason, detail)
+    skipped = Counter(source.skipped)
+    skipped.update(reason for reason, _, _ in errors)
+    keep = np.setdiff1d(positions, bad, assume_unique=True)
     if skipped:
         counts = ", ".join(f"{reason}={n}" for reason, n in sorted(skipped.items()))
-        log.warning("%s: skipped %d of %d rows (%s)", file, sum(skipped.values()), len(table), counts)
-    images = table.select_columns(["images"]) if "images" in table.column_names else []
-    return RowSet(file, schema, base_dir, _ImageColumn(images), rows, dict(skipped), min_pixels, max_pixels)
+        total = len(source.table) + sum(source.skipped.values())
+        log.warning("%s: skipped %d of %d rows (%s)", source.label, sum(skipped.values()), total, counts)
+    return RowSet(source, checker, positions[keep], sizes[keep], on_bad_row, True, skipped)
 
 
-def load_table(path: Path) -> datasets.Dataset:
-    """The file's rows as a `datasets.Dataset` (in memory; a save_to_disk folder stays mapped)."""
-    file = str(path)
-    if not path.exists():
-        raise BadRowError(file, None, None, "unreadable file", "no such file or folder")
-    if path.is_file() and path.suffix.lower() not in BUILDERS:
-        raise BadRowError(file, None, None, "unreadable file",
-                          f"unsupported format {path.suffix!r}; use {', '.join(BUILDERS)} or a save_to_disk folder")
-    if path.is_file() and path.stat().st_size == 0:
-        raise BadRowError(file, None, None, "unreadable file", "the file is empty")
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        if path.is_dir():
-            table = datasets.load_from_disk(str(path))
-        else:  # a throwaway cache: nothing stale is reused and nothing is left behind
-            with tempfile.TemporaryDirectory(prefix="vinci-rows-") as cache:
-                table = datasets.load_dataset(BUILDERS[path.suffix.lower()], data_files=str(path),
-                                              split="train", cache_dir=cache, keep_in_memory=True)
-    except Exception as err:  # datasets and pyarrow raise many types for one cause: a bad file
-        row, detail = _locate_json_error(path) if path.suffix.lower() in (".json", ".jsonl") else (None, None)
-        raise BadRowError(file, row, None, "unreadable file", detail or _short(err)) from err
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
-    if isinstance(table, datasets.DatasetDict):
-        if len(table) != 1:
-            raise BadRowError(file, None, None, "unreadable file",
-                              f"a DatasetDict with splits {list(table)}; point at one split's folder")
-        table = next(iter(table.values()))
-    return _undecoded(table)
+def _check_all(source: Source, checker: Checker, num_proc: Optional[int]):
+    """Check every row in a `datasets.map` pass: the bad positions, their errors, every fitted size."""
+    table = source.table
+    key = repr((checker, num_proc is None, None if source.row_numbers is None else source.row_numbers.tobytes()))
+    fingerprint = hashlib.sha256(f"{table._fingerprint}|{key}".encode()).hexdigest()[:32]
+    result = table.map(_Batch(checker, source.row_numbers), batched=True, batch_size=256, with_indices=True,
+                       remove_columns=table.column_names, num_proc=num_proc if num_proc and num_proc > 1 else None,
+                       new_fingerprint=fingerprint, desc=f"checking rows of {source.label}")
+    data = result.data  # a pyarrow table: nothing below is a Python object per good row
+    bad = np.flatnonzero(data.column("reason").is_valid().to_numpy(zero_copy_only=False))
+    picked = data.table.take(bad).to_pydict()
+    errors = list(zip(picked["reason"], picked["field"], picked["detail"]))
+    sizes = np.stack([data.column("width").to_numpy(), data.column("height").to_numpy()], axis=1).astype(np.int32)
+    return bad, errors, sizes  # [B] bad positions, [B] (reason, field, detail), [N, 2] fitted sizes
 
 
-def _undecoded(table: datasets.Dataset) -> datasets.Dataset:
-    """The same rows with `datasets.Image` features left as {bytes, path} dicts.
+@dataclass(frozen=True)
+class _Batch:
+    checker: Checker
+    numbers: Optional[np.ndarray]
 
-    Decoding is ours: a corrupt image must become a BadRowError for its row, not an exception
-    from inside `datasets` iteration. Only the feature metadata changes; the arrow data is shared.
-    """
-    feature = table.features.get("images")
-    raw = datasets.Image(decode=False)
-    if isinstance(feature, datasets.Image):
-        changed = raw
-    elif dataclasses.is_dataclass(feature) and isinstance(getattr(feature, "feature", None), datasets.Image):
-        changed = dataclasses.replace(feature, feature=raw)  # List / LargeList of images
-    else:
-        return table
-    features = table.features.copy()
-    features["images"] = changed
-    return datasets.Dataset(table.data, info=datasets.DatasetInfo(features=features))
-
-
-def _locate_json_error(path: Path) -> tuple[Optional[int], Optional[str]]:
-    """The 0-based row and reason of the first JSON syntax error, found with the json module."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        json.loads(text)
-        return None, None  # one valid JSON document: the problem is not syntax
-    except json.JSONDecodeError as whole:
-        if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-            return None, f"invalid JSON at line {whole.lineno} column {whole.colno}: {whole.msg}"
-    rows = [line for line in text.splitlines() if line.strip()]
-    for index, line in enumerate(rows):
-        try:
-            json.loads(line)
-        except json.JSONDecodeError as err:
-            return index, f"invalid JSON ({err.msg} at column {err.colno})"
-    return None, None
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    cause = err.__cause__ or err.__context__
-    if cause is not None and str(cause).strip():
-        text += f" ({str(cause).strip().splitlines()[0]})"
-    return text[:300]
-
-
-class _ImageColumn:
-    """Row index -> image reference, reading one row of the `datasets` table at a time."""
-
-    def __init__(self, table: Any):
-        self.table = table
-
-    def __getitem__(self, index: int) -> Any:
-        return self.table[index]["images"]
-
-
-def _validate(record: dict, index: int, schema: str, file: str, base_dir: Path,
-              min_pixels: int, max_pixels: int) -> Row:
-    if schema == "sft":
-        prompt, answer = _sft_turns(record, file, index)
-        field = "messages"
-    else:
-        prompt, answer = _rl_fields(record, file, index)
-        field = "problem"
-    prompt = _prompt_with_placeholder(prompt, file, index, field)
-    language = _language(record, prompt, file, index)
-    ref = _image_ref(record, file, index)
-    try:
-        width, height = check_image(ref, base_dir)
-    except ImageError as err:
-        raise BadRowError(file, index, "images", err.reason, err.detail) from err
-    size = fitted_size(width, height, min_pixels, max_pixels)
-    return Row(index, prompt, language, answer, size, f"{file}:row {index}")
+    def __call__(self, batch: dict, indices: list[int]) -> dict:
+        return self.checker(batch, indices, self.numbers)
