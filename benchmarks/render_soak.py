@@ -1,11 +1,14 @@
 """Soak test: 1,000 mixed renders (hostile ones included) through one pool.
 
-    python benchmarks/render_soak.py                 # 1,000 renders, 2 workers per kind
-    python benchmarks/render_soak.py --renders 200
+    python -m benchmarks.render_soak                 # 1,000 renders, 2 workers per kind
+    python -m benchmarks.render_soak --renders 200
 
 Reports the outcome kinds, the memory (PSS, so shared pages are not counted twice) of the
 pool process and of each worker kind once every kind is warm and again at the end, and counts zombie and orphan processes during and after the
-run: a hostile job that forked `setsid` sleepers must leave none of them alive.
+run: a hostile job that forked `setsid` sleepers must leave none of them alive. It also reports
+the open file descriptors of the browser workers (Chromium restarts after hung pages must not
+leak them) and the host's shared memory (Shmem in /proc/meminfo: tmpfs files, which a job's
+leftovers would grow), warm and at the end; both should be flat.
 """
 
 from __future__ import annotations
@@ -13,16 +16,14 @@ from __future__ import annotations
 import argparse
 import collections
 import random
-import sys
 import time
 from pathlib import Path
 
+import psutil
+
+from vinci.render import RenderJob, RenderPool
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import psutil  # noqa: E402
-
-from vinci.render import RenderJob, RenderPool  # noqa: E402
 
 CORPORA = ROOT.parent / "shared" / "corpora"
 MARKER = "4321.5"  # sleep argument that marks processes forked by hostile jobs
@@ -63,12 +64,32 @@ def memory_mb(pids: list[int]) -> dict[str, float]:
         try:
             root = psutil.Process(pid)
             tree = [root, *root.children(recursive=True)]
-            kind = next((a.split()[-1] for p in tree for a in [" ".join(p.cmdline())] if "--kind" in a), "?")
+            kind = next((a.split("--kind ", 1)[1].split()[0] for p in tree for a in [" ".join(p.cmdline())] if "--kind " in a), "?")
             for proc in tree:
                 totals[kind] += proc.memory_full_info().pss / 2**20
         except psutil.NoSuchProcess:
             continue
     return dict(totals)
+
+
+def browser_fds(pids: list[int]) -> int:
+    """Open fds of the browser worker processes (the python side holding the WebDriver link)."""
+    total = 0
+    for pid in pids:
+        try:
+            for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+                if "--kind browser" in " ".join(proc.cmdline()) and proc.name().startswith("python"):
+                    total += proc.num_fds()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+def shmem_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Shmem:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def zombies() -> int:
@@ -97,6 +118,7 @@ def main(argv=None) -> None:
         warm += [RenderJob("html", "<p>warm</p>"), RenderJob("latex", normal[-6][1]), RenderJob("svg", normal[20][1])]
         pool.render_many(warm * args.workers)  # every worker kind started and warm
         first = memory_mb(pool.worker_pids())
+        fds_warm, shm_warm = browser_fds(pool.worker_pids()), shmem_mb()
         for start in range(0, len(picks), args.batch):
             batch = [RenderJob(lang, code, timeout) for lang, code, timeout in picks[start : start + args.batch]]
             for result in pool.render_many(batch):
@@ -104,6 +126,7 @@ def main(argv=None) -> None:
             worst_zombies = max(worst_zombies, zombies())
             worst_orphans = max(worst_orphans, orphans())
         last = memory_mb(pool.worker_pids())
+        fds_end, shm_end = browser_fds(pool.worker_pids()), shmem_mb()
         workers = len(pool.worker_pids())
     wall = time.perf_counter() - started
     left = len(psutil.Process().children(recursive=True))
@@ -115,6 +138,8 @@ def main(argv=None) -> None:
         a, b = first.get(name, 0.0), last.get(name, 0.0)
         print(f"{name:18s} {a:7.0f} {b:7.0f} {b - a:+7.0f}")
     print(f"{'total':18s} {sum(first.values()):7.0f} {sum(last.values()):7.0f} {sum(last.values()) - sum(first.values()):+7.0f}")
+    print(f"browser worker fds: warm {fds_warm}, end {fds_end} ({fds_end - fds_warm:+d})")
+    print(f"host shared memory (Shmem, MiB): warm {shm_warm:.0f}, end {shm_end:.0f} ({shm_end - shm_warm:+.0f})")
     print(f"zombies (max seen after any batch): {worst_zombies}; orphaned sleepers (max seen): {worst_orphans}")
     print(f"processes left after close: {left}; sleepers left: {orphans()}")
 

@@ -113,8 +113,9 @@ def test_workers_import_what_the_callers_pythonpath_holds(tmp_path, monkeypatch)
     from vinci.render import sandbox
 
     (tmp_path / "vinci_path_probe.py").write_text("COLOUR = 'red'\n")
+    tmp_path.chmod(0o755)  # a root worker's jobs run as nobody: what they import must be world-readable
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    sandbox.bwrap_prefix.cache_clear()  # its /tmp rebinds were computed without this path
+    sandbox.bwrap_prefix.cache_clear()  # its binds were computed without this path
     try:
         with RenderPool(workers=1) as fresh:
             chart = "import vinci_path_probe\nimport matplotlib.pyplot as plt\nplt.bar([0], [1], color=vinci_path_probe.COLOUR)\n"

@@ -2,14 +2,17 @@
 
 `WorkerHandle` starts `python -m vinci.render.worker` (inside bubblewrap where that works),
 waits for its ready frame, sends a request of one or more jobs and waits for the reply until
-the jobs' timeouts plus a grace period. A worker that dies, sends garbage or overruns is
-killed together with everything in its sandbox, and started afresh on its next request.
+the jobs' timeouts plus a grace period. Each request carries a fresh random nonce, and only
+a reply that echoes it is taken. A worker that dies, sends garbage, overruns, answers with
+the wrong nonce or writes when nobody asked is killed together with everything in its
+sandbox (only the jobs of that request fail), and started afresh on its next request.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -20,7 +23,7 @@ from typing import NamedTuple, Optional
 
 from vinci.render import sandbox
 from vinci.render.options import RenderOptions, SandboxLimits
-from vinci.render.protocol import FrameReader, ProtocolError, frame_to_image, write_frame
+from vinci.render.protocol import MAX_REQUEST_BYTES, FrameReader, ProtocolError, frame_to_image, write_frame
 from vinci.render.result import FAILURE_KINDS, RenderResult
 from vinci.render.trace import clean_trace
 
@@ -29,9 +32,7 @@ log = logging.getLogger(__name__)
 
 def _worker_env(use_bwrap: bool) -> dict[str, str]:
     home = os.environ.get("HOME", "/")
-    cache = os.environ.get("MPLCONFIGDIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "matplotlib"
-    )
+    cache = sandbox.matplotlib_cache()
     return {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "HOME": home,
@@ -77,6 +78,8 @@ class WorkerHandle:
         self.ready = False
         self.restarts = -1
         self.scratch: Optional[str] = None  # the worker's directory outside bwrap
+        self.warned = False
+        self.confinement: list[str] = []  # what the worker could not confine, from its ready frame
 
     def start(self) -> None:
         self.kill()
@@ -132,6 +135,11 @@ class WorkerHandle:
             self.kill()
             raise WorkerStartError(header.get("kind", "crash"), header.get("error", "worker failed to start"))
         self.ready = True
+        weak = [str(w) for w in header.get("weak", [])] if isinstance(header.get("weak"), list) else []
+        if weak and not self.warned:
+            self.warned = True  # once per worker slot, not at every restart
+            log.warning("render sandbox (%s worker): %s", self.kind, "; ".join(weak))
+        self.confinement = weak
 
     def run(self, items: list[WorkItem], limits: SandboxLimits) -> list[RenderResult]:
         """Render the items in this worker; results in order."""
@@ -157,9 +165,19 @@ class WorkerHandle:
             }
             for item, code in zip(items, codes)
         ]
+        body = b"".join(codes)
+        if len(body) > MAX_REQUEST_BYTES:
+            return failures("limit", f"program is {len(body)} bytes; the cap is {MAX_REQUEST_BYTES} per request")
+        if self._stray_bytes():
+            self.kill()  # the worker wrote without being asked: nothing it says can be trusted
+            try:
+                self.ensure_ready()
+            except WorkerStartError as error:
+                return failures(error.kind, str(error))
         budget = sum(item.timeout for item in items)
+        nonce = secrets.token_hex(16)
         try:
-            write_frame(self.proc.stdin.fileno(), {"jobs": jobs}, b"".join(codes))
+            write_frame(self.proc.stdin.fileno(), {"jobs": jobs, "nonce": nonce}, body)
             frame = self._wait_frame(time.monotonic() + budget + limits.grace_s)
         except (BrokenPipeError, EOFError, ProtocolError) as error:
             self.kill()
@@ -168,11 +186,21 @@ class WorkerHandle:
             self.kill()
             return failures("timeout", f"did not finish within {budget:g}s; the worker was replaced")
         reply, payload = frame
+        if reply.get("nonce") != nonce:
+            self.kill()
+            return failures("crash", "render worker reply is not for this request (forged or stale); it was replaced")
         results = reply.get("results")
         if not isinstance(results, list) or len(results) != len(items):
             self.kill()
             return failures("crash", "render worker sent a malformed reply; it was replaced")
         return _unpack(results, payload, items)
+
+    def _stray_bytes(self) -> bool:
+        """True when the worker's pipe holds bytes nobody asked for (read and dropped)."""
+        if self.reader.buffer or self.reader.frame is not None:
+            return True
+        ready, _, _ = select.select([self.proc.stdout.fileno()], [], [], 0)
+        return bool(ready)
 
     def kill(self) -> None:
         """SIGKILL the worker's sandbox and wait until every process in it is gone."""

@@ -1,13 +1,20 @@
 """Render HTML with Selenium driving Debian's Chromium and chromedriver (headless).
 
-`Browser` is one warm Chromium that a worker reuses across jobs. Each job loads the page as
-a `data:` URL: its origin is opaque and unique, so cookies, storage and service workers of
-one job can never be seen by the next, and a `data:` page cannot load `file:` URLs.
+`Browser` is one warm Chromium that a worker reuses across jobs. Each job writes its page to
+a fresh file in the worker's scratch directory and loads it from there (no length limit, unlike
+a `data:` URL); a render whose final URL is not that file (a redirect, a page that did not
+load) fails with a `WrongPage` error. Every job runs in a fresh tab, the tab of the job
+before is closed, and the file origin's storage and all cookies are cleared after each job,
+so `window.name`, history, cookies and storage never carry over. The page sees only what the
+worker sees (bubblewrap's or `mounts.enter_view`'s read-only view: system files, no home, no
+data); under a root worker Chromium runs as the overflow uid, so it reads only
+world-readable files.
 The network is blocked in the browser itself (all traffic goes to a dead proxy, loopback
 included, and host resolution fails) on top of the worker's network namespace.
 `alert`/`confirm`/`prompt`/`print`/`window.open` are replaced before any page script runs,
 and any dialog that still opens is accepted. JavaScript that never ends makes the page load
-time out; the worker then kills this browser's whole process group and starts a new one.
+time out; the worker then kills this browser's whole process group (closing the WebDriver
+connection and chromedriver's pipes) and starts a new one.
 Memory is capped per Chromium process (`SandboxLimits.html_memory_mb`, as RLIMIT_DATA set
 on chromedriver and inherited by every Chromium process, and as V8's heap limit), so a page
 that allocates without end gets failed allocations or a crashed tab.
@@ -29,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import urllib.parse
 from typing import Optional
 
 from PIL import Image
@@ -61,6 +69,7 @@ CHROME_FLAGS = (
     "--proxy-bypass-list=<-loopback>",  # ... loopback included
     "--host-resolver-rules=MAP * ~NOTFOUND",
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--disk-cache-size=1048576",  # the profile lives in RAM-backed /tmp
 )
 NEUTRALISE = """
 (() => {
@@ -93,14 +102,22 @@ def executables() -> tuple[str, str]:
     return chromium, driver
 
 
-class Browser:
-    """One warm headless Chromium; `render` is one job, `kill` tears the browser down."""
+def wrong_page(final_url: str) -> RenderFailure:
+    """The named failure of a render that did not end on its own page."""
+    return RenderFailure("crash", f"WrongPage: the render ended on {final_url[:120]!r}, not on the job's page")
 
-    def __init__(self, root: Optional[str] = None, memory_mb: int = SandboxLimits.html_memory_mb):
+
+class Browser:
+    """One warm headless Chromium; `render` is one job, `kill` tears the browser down.
+    uid: run chromedriver and Chromium as this uid (a root worker passes the overflow uid)."""
+
+    def __init__(self, root: Optional[str] = None, memory_mb: int = SandboxLimits.html_memory_mb, uid: Optional[int] = None):
         self.root = root
         self.memory_mb = memory_mb  # RLIMIT_DATA of every Chromium process; V8 heap = a quarter
+        self.uid = uid
         self.driver = None
         self.profile: Optional[str] = None
+        self.jobs = 0  # pages rendered by this Chromium (the first one reuses the start tab)
 
     def start(self, options: RenderOptions) -> None:
         from selenium import webdriver
@@ -108,6 +125,8 @@ class Browser:
 
         chromium, driver_path = executables()
         self.profile = tempfile.mkdtemp(prefix="chrome-", dir=self.root)
+        if self.uid is not None:
+            os.chown(self.profile, self.uid, self.uid)
         chrome = webdriver.ChromeOptions()
         chrome.binary_location = chromium
         for flag in CHROME_FLAGS:
@@ -120,14 +139,55 @@ class Browser:
         chrome.page_load_strategy = "normal"
         data = self.memory_mb << 20
 
+        uid = self.uid
+
         def limit_memory():  # runs in chromedriver before exec; Chromium inherits it
             resource.setrlimit(resource.RLIMIT_DATA, (data, data))
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
 
         popen = {"start_new_session": True, "preexec_fn": limit_memory}
-        service = Service(driver_path, log_output=subprocess.DEVNULL, popen_kw=popen)
+        # Chromium puts its singleton socket under TMPDIR (a unix socket path has 107 bytes at most)
+        tmp = self.profile if uid is not None else os.environ.get("TMPDIR", "/tmp")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.profile, "TMPDIR": tmp, "LANG": "C.UTF-8"}
+        service = Service(driver_path, log_output=subprocess.DEVNULL, popen_kw=popen, env=env)
         self.driver = webdriver.Chrome(service=service, options=chrome)
-        self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": NEUTRALISE})
         self.driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "deny"})
+        self.jobs = 0
+
+    def _fresh_tab(self) -> None:
+        """A new tab for this job (no window.name, history or opener from the last one), with
+        every other tab closed and the page scripts neutralised before they run."""
+        driver = self.driver
+        if self.jobs:
+            old = driver.window_handles
+            driver.switch_to.new_window("tab")
+            fresh = driver.current_window_handle
+            for handle in old:
+                driver.switch_to.window(handle)
+                driver.close()
+            driver.switch_to.window(fresh)
+        self.jobs += 1
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": NEUTRALISE})
+
+    def _forget(self) -> None:
+        """Clear what a page may have stored: file-origin storage, cookies and the cache."""
+        driver = self.driver
+        driver.execute_cdp_cmd("Storage.clearDataForOrigin", {"origin": "file://", "storageTypes": "all"})
+        driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+        driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+
+    def _write_page(self, code: str) -> str:
+        """The job's page as a file of its own in the worker's scratch; its file: URL."""
+        folder = tempfile.mkdtemp(prefix="page-", dir=self.root)
+        os.chmod(folder, 0o755)  # Chromium may run as another uid than the worker
+        path = os.path.join(folder, "index.html")
+        with open(path, "w", encoding="utf-8") as page:
+            page.write(code)
+        os.chmod(path, 0o644)
+        return "file://" + urllib.parse.quote(path)
 
     def render(self, code: str, options: RenderOptions, timeout: float) -> Image.Image:
         from selenium.common.exceptions import TimeoutException, WebDriverException
@@ -136,15 +196,17 @@ class Browser:
             self.start(options)
         driver = self.driver
         width = options.html_width
+        url = self._write_page(code)
         try:
+            self._fresh_tab()
             driver.set_page_load_timeout(max(timeout, 0.5))
             driver.set_script_timeout(max(timeout, 0.5))
             driver.execute_cdp_cmd(
                 "Emulation.setDeviceMetricsOverride",
                 {"width": width, "height": options.html_height, "deviceScaleFactor": 1, "mobile": False},
             )
-            data = base64.b64encode(code.encode("utf-8")).decode("ascii")
-            driver.get("data:text/html;charset=utf-8;base64," + data)
+            driver.get(url)
+            self._check_url(url)
             driver.execute_script(FREEZE)  # a screenshot must not catch a transition midway
             height = options.html_height
             if options.html_full_page:
@@ -157,11 +219,13 @@ class Browser:
                     {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
                 )
             driver.execute_async_script(SETTLE)
+            self._check_url(url)
             shot = driver.execute_cdp_cmd(
                 "Page.captureScreenshot",
                 {"format": "png", "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}},
             )
-            self._close_extra_windows()
+            self._check_url(url)  # a navigation that started before the capture
+            self._forget()
         except TimeoutException:
             self.kill()
             raise RenderFailure("timeout", f"page did not finish loading within {timeout:g}s") from None
@@ -170,16 +234,18 @@ class Browser:
             message = (error.msg or type(error).__name__).strip().splitlines()[0]
             kind = "timeout" if "timeout" in message.lower() else "crash"
             raise RenderFailure(kind, f"chromium: {message}"[:300]) from None
+        except RenderFailure:
+            self._forget()
+            raise
+        finally:
+            shutil.rmtree(os.path.dirname(url.removeprefix("file://")), ignore_errors=True)
         image = Image.open(io.BytesIO(base64.b64decode(shot["data"])))
         return on_white(image)
 
-    def _close_extra_windows(self) -> None:
-        handles = self.driver.window_handles
-        for handle in handles[1:]:
-            self.driver.switch_to.window(handle)
-            self.driver.close()
-        if len(handles) > 1:
-            self.driver.switch_to.window(handles[0])
+    def _check_url(self, url: str) -> None:
+        final = self.driver.current_url
+        if final.split("#", 1)[0] != url:
+            raise wrong_page(final)
 
     def pids(self) -> tuple[int, ...]:
         """The chromedriver pid (the one child the worker must not reap behind Popen's back)."""
@@ -187,7 +253,8 @@ class Browser:
         return (process.pid,) if process is not None else ()
 
     def kill(self) -> None:
-        """Kill chromedriver and every Chromium process (they share its process group)."""
+        """Kill chromedriver and every Chromium process (they share its process group), and
+        close what the worker held of them: the WebDriver connection and chromedriver's pipes."""
         driver, self.driver = self.driver, None
         if driver is not None:
             process = getattr(driver.service, "process", None)
@@ -197,6 +264,10 @@ class Browser:
                 except ProcessLookupError:
                     log.debug("chromedriver group already gone")
                 process.wait()
+                for stream in (process.stdin, process.stdout, process.stderr):
+                    if stream is not None:
+                        stream.close()
+            driver.command_executor.close()
         if self.profile:
             shutil.rmtree(self.profile, ignore_errors=True)
             self.profile = None

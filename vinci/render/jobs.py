@@ -1,8 +1,10 @@
 """The job layer of the sandbox: run render jobs in fresh forked processes under limits.
 
 `run_jobs` forks one job process from the warm worker. The process sets itself up (own
-session, no capabilities, rlimits, cleaned environment, private working directory, fds
-0-2 and a result pipe only) and runs its jobs in order, sending one frame per job. The
+session; where `JobSandbox.namespaces` allows, PID 1 of fresh namespaces confined by
+`mounts.confine_job`; the overflow uid under a root worker; no capabilities, rlimits, cleaned
+environment, its scratch as working directory, fds 0-2 and a result pipe only) and runs its
+jobs in order, sending one frame per job. The
 worker enforces each job's wall-clock timeout, keeps at most `output_bytes` of
 stdout/stderr (then closes the pipe, so further writes fail with EPIPE), and when the
 process ends or overruns it kills the process's session and namespace and sweeps orphans
@@ -30,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from vinci.render import sandbox
+from vinci.render import mounts, sandbox
 from vinci.render.options import SandboxLimits
 from vinci.render.protocol import FrameReader, ProtocolError, write_frame
 from vinci.render.result import RenderFailure
@@ -53,25 +55,32 @@ class JobOutcome:
     seconds: float = 0.0
 
 
-def job_environment(workdir: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class JobSandbox:
+    """How the worker can confine its jobs (probed once at worker start, see `mounts`)."""
+
+    namespaces: int = 0  # mounts.JOB_NAMESPACES when each job gets its own, else 0
+    uid: Optional[int] = None  # the uid a job switches to (a root worker's jobs), None: keep
+    scratch_mounts: bool = False  # each job's directory is a fresh tmpfs of its own
+
+
+def job_environment(home: str) -> dict[str, str]:
     """The whole environment a job sees: nothing inherited from the caller."""
-    env = {
+    return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": workdir,
-        "TMPDIR": workdir,
+        "HOME": home,
+        "TMPDIR": home,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": os.path.join(home, ".matplotlib"),
         "SOURCE_DATE_EPOCH": "0",
         "FORCE_SOURCE_DATE": "1",
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
-        "TEXMFVAR": os.path.join(workdir, ".texmf-var"),
-        "TEXMFCONFIG": os.path.join(workdir, ".texmf-config"),
+        "TEXMFVAR": os.path.join(home, ".texmf-var"),
+        "TEXMFCONFIG": os.path.join(home, ".texmf-config"),
     }
-    if "MPLCONFIGDIR" in os.environ:
-        env["MPLCONFIGDIR"] = os.environ["MPLCONFIGDIR"]
-    return env
 
 
 def _arrange_fds(stdout_fd: int, result_fd: int) -> None:
@@ -91,10 +100,9 @@ def _max_fd() -> int:
     return min(soft, 65536) if soft > 0 else 4096
 
 
-@functools.lru_cache(maxsize=1)
-def _process_allowance(extra: int) -> int:
-    """RLIMIT_NPROC counts all processes of the user: allow `extra` more than exist now."""
-    uid, count = os.getuid(), 0
+def _process_allowance(extra: int, uid: int) -> int:
+    """RLIMIT_NPROC counts all processes of the uid: allow `extra` more than exist now."""
+    count = 0
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
@@ -104,7 +112,7 @@ def _process_allowance(extra: int) -> int:
     return count + extra
 
 
-def _set_limits(limits: SandboxLimits, cpu_seconds: float) -> None:
+def _set_limits(limits: SandboxLimits, cpu_seconds: float, nproc: int) -> None:
     memory = limits.memory_mb << 20
     cpu = int(math.ceil(cpu_seconds)) + 1
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -112,7 +120,6 @@ def _set_limits(limits: SandboxLimits, cpu_seconds: float) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb << 20, limits.file_mb << 20))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    nproc = _process_allowance(limits.processes)
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
@@ -128,16 +135,25 @@ def _call(target: Target) -> tuple[dict, bytes]:
         return {"ok": False, "kind": "crash", "error": f"{type(error).__name__}: {error}"[:300]}, b""
 
 
-def _job_main(targets: list[Target], limits: SandboxLimits, cpu_seconds: float, workdir: str) -> None:
-    """Body of the job process: set up, run the targets in order, one frame each."""
+def _job_main(targets: list[Target], limits: SandboxLimits, budget: tuple[float, int], workdir: str, box: JobSandbox) -> None:
+    """Body of the job process: set up, run the targets in order, one frame each.
+    budget: (CPU seconds, RLIMIT_NPROC)."""
     try:
+        home = workdir
+        if box.namespaces:  # PID 1 of fresh namespaces: own /proc, read-only view, scratch on /tmp
+            mounts.confine_job(workdir)
+            home = "/tmp"
+        else:
+            os.chdir(workdir)
+        if box.uid is not None:
+            os.setgroups([])
+            os.setgid(box.uid)
+            os.setuid(box.uid)
         sandbox.drop_capabilities()
-        _set_limits(limits, cpu_seconds)
-        os.chdir(workdir)
-        env = job_environment(workdir)
+        _set_limits(limits, *budget)
         os.environ.clear()
-        os.environ.update(env)
-        tempfile.tempdir = workdir
+        os.environ.update(job_environment(home))
+        tempfile.tempdir = home
     except BaseException as error:  # report, then exit: the worker maps it to a crash
         write_frame(RESULT_FD, {"ok": False, "kind": "crash", "error": f"job setup failed: {error}"})
         os._exit(_EXIT_SETUP)
@@ -154,20 +170,20 @@ def _job_main(targets: list[Target], limits: SandboxLimits, cpu_seconds: float, 
         os._exit(0)
 
 
-def _start(targets, limits, cpu_seconds, workdir, out_w, res_w, namespaces) -> None:
+def _start(targets, limits, budget, workdir, out_w, res_w, box: JobSandbox) -> None:
     """The forked process: own session, optional namespaces, then the jobs. Never returns."""
     code = _EXIT_SETUP
     try:
         sandbox.die_with_parent()
         os.setsid()
         _arrange_fds(out_w, res_w)
-        if not namespaces:
-            _job_main(targets, limits, cpu_seconds, workdir)
-        sandbox.unshare(namespaces)
+        if not box.namespaces:
+            _job_main(targets, limits, budget, workdir, box)
+        sandbox.unshare(box.namespaces)
         child = os.fork()  # PID 1 of the new namespace: its whole tree dies with it
         if child == 0:
             sandbox.die_with_parent()
-            _job_main(targets, limits, cpu_seconds, workdir)
+            _job_main(targets, limits, budget, workdir, box)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (1, 2, RESULT_FD):
             os.dup2(null, fd)
@@ -178,19 +194,20 @@ def _start(targets, limits, cpu_seconds, workdir, out_w, res_w, namespaces) -> N
         os._exit(code)
 
 
-def run_jobs(targets: list[Target], timeouts: list[float], *, limits: SandboxLimits, workdir: str, max_payload: int):
+def run_jobs(
+    targets: list[Target], timeouts: list[float], *, limits: SandboxLimits, workdir: str, max_payload: int, box: JobSandbox
+):
     """Run every target (in as few fresh processes as failures allow); outcomes in order."""
     outcomes: list[JobOutcome] = []
     while len(outcomes) < len(targets):
         done = len(outcomes)
-        outcomes += _run_process(targets[done:], timeouts[done:], limits, workdir, max_payload)
+        outcomes += _run_process(targets[done:], timeouts[done:], limits, workdir, max_payload, box)
     return outcomes
 
 
-def _run_process(targets, timeouts, limits, workdir, max_payload) -> list[JobOutcome]:
+def _run_process(targets, timeouts, limits, workdir, max_payload, box: JobSandbox) -> list[JobOutcome]:
     """Fork one job process for `targets`; return outcomes for a non-empty prefix of them."""
-    namespaces = sandbox.job_namespaces()
-    _process_allowance(limits.processes)  # computed here once: the cache outlives the fork
+    nproc = _process_allowance(limits.processes, os.getuid() if box.uid is None else box.uid)  # before the fork
     _max_fd()
     res_r, res_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -200,7 +217,7 @@ def _run_process(targets, timeouts, limits, workdir, max_payload) -> list[JobOut
     if pid == 0:
         os.close(res_r)
         os.close(out_r)
-        _start(targets, limits, sum(timeouts), workdir, out_w, res_w, namespaces)
+        _start(targets, limits, (sum(timeouts), nproc), workdir, out_w, res_w, box)
     os.close(res_w)
     os.close(out_w)
     pidfd = os.pidfd_open(pid)

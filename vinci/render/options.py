@@ -79,6 +79,9 @@ class SandboxLimits:
     """Address-space limit per job process (RLIMIT_AS)."""
     file_mb: int = 64
     """Largest file a job may write (RLIMIT_FSIZE)."""
+    scratch_mb: int = 256
+    """Total bytes a job may write (its directory, /tmp, /var/tmp and /dev/shm share one
+    fresh tmpfs of this size, wiped after the job); a write past it fails with ENOSPC."""
     open_files: int = 512
     """Open file descriptors per job process (RLIMIT_NOFILE)."""
     processes: int = 256

@@ -22,11 +22,13 @@ from typing import Optional, Sequence
 
 from vinci.render.handle import WorkerHandle, WorkItem
 from vinci.render.options import RenderJob, RenderOptions, SandboxLimits, worker_kind
+from vinci.render.protocol import MAX_REQUEST_BYTES
 from vinci.render.result import RenderResult
 from vinci.tasks import canonical
 
 log = logging.getLogger(__name__)
 MAX_SVG_BATCH = 64  # svg documents per job process: amortises the fork over ~2 ms renders
+MAX_BATCH_BYTES = MAX_REQUEST_BYTES // 4  # svg code per request: well inside the worker's frame cap
 _ISOLATION_LOGGED = False
 _ISOLATION_LOCK = threading.Lock()
 
@@ -45,6 +47,23 @@ def _log_isolation_once(description: str, use_bwrap: bool) -> None:
             "(jobs may be able to write files and reach the network)",
             description,
         )
+
+
+def svg_batches(indices: list[int], sizes: list[int], count: int, max_bytes: int = MAX_BATCH_BYTES) -> list[list[int]]:
+    """Split SVG jobs into batches of at most `count` documents and `max_bytes` of code (a
+    document bigger than that travels alone, and fails with kind 'limit' past the frame cap)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for index, size in zip(indices, sizes):
+        if current and (len(current) >= count or used + size > max_bytes):
+            batches.append(current)
+            current, used = [], 0
+        current.append(index)
+        used += size
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _shutdown(handles: list[WorkerHandle]) -> None:
@@ -139,7 +158,7 @@ class RenderPool:
         ]  # canonical() raises ValueError for an unknown language before any work starts
         svg = [i for i, item in enumerate(items) if item.language == "svg"]
         size = max(1, min(MAX_SVG_BATCH, math.ceil(len(svg) / (2 * len(self._handles["light"])))))
-        batches = [svg[k : k + size] for k in range(0, len(svg), size)]
+        batches = svg_batches(svg, [len(items[i].code.encode("utf-8", errors="replace")) for i in svg], size)
         batches += [[i] for i, item in enumerate(items) if item.language != "svg"]
         futures = []
         for batch in batches:

@@ -4,6 +4,9 @@ Every hop (pool <-> worker, worker <- job process) uses the same frame:
 `<u32 header length><u32 payload length><header JSON><payload>`. Nothing is unpickled, so
 bytes written by an untrusted job can at worst produce a malformed frame, never run code
 in the worker. Images travel as raw RGB (no PNG encode/decode on the hot path).
+Every pool -> worker request carries a fresh random `nonce` that the reply must echo: the
+pool takes a reply only for the request it sent (see `handle`), never a frame some other
+process slipped into the pipe or one left over from an earlier request.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from PIL import Image
 
 _PREFIX = struct.Struct("<II")
 MAX_HEADER = 1 << 20  # 1 MiB of JSON is far more than any header needs
+MAX_REQUEST_BYTES = 64 << 20  # program text per pool -> worker request (the pool splits batches to fit)
 
 
 class ProtocolError(RuntimeError):

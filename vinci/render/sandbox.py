@@ -2,33 +2,38 @@
 
 Layer 1, the worker (started by the pool, see `worker_command`): a long-lived process that
 has matplotlib or cairosvg imported (or Chromium started) before any job. Where bubblewrap
-works it runs inside `bwrap` with the whole filesystem mounted read-only, a private tmpfs on
-/tmp and /dev/shm (wiped after every job), and new network, PID, IPC and UTS namespaces:
-there is no network but a private loopback, and the worker sees only its own processes.
+works it runs inside `bwrap` with new network, PID, IPC and UTS namespaces and a filesystem
+of read-only binds of `visible_paths` only: the system directories (libraries, TeX, fonts,
+Chromium), the interpreter and its packages, the `vinci` package and the caller's PYTHONPATH,
+never the user's home, the rest of the repository or the data; /tmp and /dev/shm are private
+tmpfs. Without bubblewrap the worker builds the same view itself (`mounts.enter_view`) where
+it may have a mount namespace. Either way it is not dumpable (`mounts.confine_worker`).
 
 Layer 2, the job (`jobs.run_jobs`): the worker forks a fresh process per job, so jobs never
-share interpreter state. The job drops every capability (a job running as root cannot
-remount the read-only filesystem) and gets rlimits (address space, CPU seconds, file size,
-open files, processes, no core dumps), a cleaned environment, a fresh working directory
-that is deleted afterwards, stdin from /dev/null, and stdout/stderr through a pipe that the
-worker stops reading (EPIPE) past a cap. It runs in a session of its own, and the worker is
-a child subreaper: when the job ends its session is killed, and orphans (reparented to the
-worker even after `setsid`) are killed and reaped until none is left. Outside bwrap, where
-the kernel permits, the job also gets new PID and network namespaces of its own.
+share interpreter state. The job is PID 1 of new PID, mount, network and IPC namespaces with a
+/proc of its own (it sees only its own processes, and no other process's environ), every mount
+read-only except one fresh tmpfs of `SandboxLimits.scratch_mb` that is its directory, /tmp,
+/var/tmp and /dev/shm at once and is detached after the job (`mounts`). A root worker's job
+then switches to the overflow uid (`JOB_UID`), so it can read only world-readable files. The
+job drops every capability and gets rlimits (address space, CPU seconds, file size, open
+files, processes, no core dumps), a cleaned environment, stdin from /dev/null, and
+stdout/stderr through a pipe that the worker stops reading (EPIPE) past a cap. It runs in a
+session of its own, and the worker is a child subreaper: when the job ends its namespace and
+session are killed, and orphans are killed and reaped until none is left.
 
 It protects against: endless loops, memory bombs, fork-and-hide children, huge output,
-writing outside the job directory, network access (bwrap or a network namespace), crashes
-of the interpreter or the browser, and jobs reading state left by earlier jobs.
+writing anywhere but the job's own capped scratch, leftovers between jobs, reading the user's
+files or other processes' environment, forging the worker's reply (a request's nonce must come
+back, see `handle`), network access, crashes of the interpreter or the browser.
 
-It does NOT protect against: kernel exploits or namespace escapes (this is not a VM);
-reading world-readable files (the filesystem is visible, read-only); fork bombs when running
-as root (the kernel ignores RLIMIT_NPROC for root; the sweep kills them at the deadline);
-CPU contention between jobs; a job signalling its own worker (it is then replaced). HTML
-runs in a warm Chromium isolated by Chromium itself and layer 1, with a memory cap per
-Chromium process (RLIMIT_DATA and V8's heap limit; an address-space cap would break V8).
-Without bwrap and without namespace privileges it degrades to rlimits + sessions + subreaper
-sweeping: jobs can then write wherever the user can and reach the network. The pool logs
-which mode it got once at start-up.
+It does NOT protect against: kernel exploits or namespace escapes (this is not a VM); reading
+world-readable system files (/etc, /usr); CPU contention between jobs; a job signalling
+its own process tree. HTML runs in a warm Chromium isolated by Chromium itself and layer 1
+(a fresh tab per job, file-origin storage and cookies cleared after it, see `html`), with a
+memory cap per Chromium process (RLIMIT_DATA and V8's heap limit). Where the kernel allows no
+user namespaces to an unprivileged user, there are no job namespaces, no scratch tmpfs and no
+private view: jobs then see every process and file of the user, and the worker logs that
+loudly (a warning naming what is missing) at start.
 """
 
 from __future__ import annotations
@@ -41,8 +46,10 @@ import logging
 import os
 import shutil
 import signal
+import site
 import subprocess
 import sys
+from sys import path as search_path  # the interpreter's import search path (read, never changed)
 import time
 from typing import Optional
 
@@ -50,6 +57,8 @@ log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -108,22 +117,33 @@ def unshare(flags: int) -> None:
 
 # ---------------------------------------------------------------- worker layer (bubblewrap)
 
+SYSTEM_PATHS = (
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+    "/var/lib/texmf", "/var/cache/fontconfig", "/var/cache/fonts",
+)  # interpreter libraries, TeX, fonts, Chromium: readable, never writable
+TOOLS = ("chromium", "chromium-browser", "chromedriver", "pdflatex", "pdftoppm", "pdfinfo", "kpsewhich")
+WORKER_TMP_MB = 1024  # the worker's own /tmp and /dev/shm (browser profile, pages); jobs get their own
 BWRAP_ARGS = (
-    "--ro-bind", "/", "/",
     "--dev", "/dev",
     "--proc", "/proc",
-    "--tmpfs", "/tmp",
-    "--tmpfs", "/dev/shm",
+    "--size", str(WORKER_TMP_MB << 20), "--tmpfs", "/tmp",
+    "--size", str(WORKER_TMP_MB << 20), "--tmpfs", "/dev/shm",
     "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
     "--die-with-parent", "--new-session",
 )  # fmt: skip
+JOB_UID = 65534  # the overflow uid ("nobody"): what a job of a root worker runs as, owning nothing
+BROWSER_UID = 65533  # a root worker's Chromium: another uid, so its threads never use up the jobs' RLIMIT_NPROC
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
 
 
 def import_paths() -> list[Path]:
     """Where a worker imports from besides its interpreter's own: this repository (for
     `vinci`), then every existing directory on the caller's PYTHONPATH, so a package the caller
     can import (installed with `pip --target`, say) renders in the worker too."""
-    paths = [Path(__file__).resolve().parents[2]]
+    paths = [repo_root()]
     for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
         path = Path(entry).absolute() if entry else None
         if path is not None and path.is_dir() and path not in paths:
@@ -131,18 +151,65 @@ def import_paths() -> list[Path]:
     return paths
 
 
-def tmp_rebinds() -> tuple[str, ...]:
-    """Read-only binds for what the worker needs that the private /tmp would hide.
+def visible_paths() -> list[Path]:
+    """Everything a worker (and so a job) can see besides its private /tmp, /dev and /proc:
+    the system directories, the interpreter and its packages, the `vinci` package (not the
+    rest of the repository), the caller's PYTHONPATH directories, the matplotlib font cache and
+    the render tools. Not the user's home, the repository's other files or the data."""
+    repo = repo_root()
+    wanted = [Path(p) for p in SYSTEM_PATHS]
+    wanted += [Path(p) for p in {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}]
+    wanted += [Path(p) for p in (*site.getsitepackages(), site.getusersitepackages())]
+    wanted.append(repo / "vinci")
+    own = [repo, *(Path(p) for p in ("/tmp", "/dev", "/proc"))]  # never hidden behind a bind
+    for path in [*import_paths()[1:], *(Path(p) for p in search_path[1:] if p)]:  # [0]: the script's own
+        path = path.absolute()
+        if not any(path == o or o.is_relative_to(path) for o in own) and not path.is_relative_to(repo):
+            wanted.append(path)  # a directory that holds the repository would expose all of it
+    for tool in TOOLS:
+        exe = shutil.which(tool)
+        if exe:
+            wanted.append(Path(exe).resolve().parent)
+    cache = matplotlib_cache()
+    if cache:
+        wanted.append(Path(cache))
+    found = []
+    for path in wanted:
+        for variant in (path, path.resolve()):
+            if variant.exists() and variant not in found and variant != Path("/"):
+                found.append(variant)
+    return sorted(found)
 
-    A checkout, virtualenv or PYTHONPATH directory under /tmp (a CI clone, say) vanishes behind
-    `--tmpfs /tmp`, and bwrap then cannot even start the interpreter. Binding them back
-    read-only after the tmpfs keeps them usable and still unwritable.
-    """
-    needed = sorted({*import_paths(), Path(sys.prefix).resolve(), Path(sys.prefix)})
-    tmp = Path("/tmp").resolve()
-    keep = [p for p in needed if p.is_relative_to(tmp) or p.is_relative_to("/tmp")]
-    keep = [p for p in keep if not any(p != q and p.is_relative_to(q) for q in keep)]  # outermost only
-    return tuple(arg for p in keep for arg in ("--ro-bind", str(p), str(p)))
+
+def matplotlib_cache() -> Optional[str]:
+    """The caller's matplotlib font cache directory, which a worker seeds its own from."""
+    home = os.environ.get("HOME", "/")
+    return os.environ.get("MPLCONFIGDIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "matplotlib"
+    )
+
+
+def outermost(paths: list[Path]) -> list[Path]:
+    """`paths` without those inside another one (a symlink does not count as a container)."""
+    return [p for p in paths if not any(p != o and p.is_relative_to(o) and not o.is_symlink() for o in paths)]
+
+
+def bind_args() -> tuple[str, ...]:
+    """bwrap arguments that make `visible_paths` visible read-only (outermost paths only;
+    a top-level symlink such as /bin -> usr/bin stays a symlink)."""
+    paths = visible_paths()
+    args: list[str] = []
+    made: set[Path] = set()
+    for path in outermost(paths):
+        for parent in reversed(path.parents[:-1]):  # traversable by a job of any uid (bwrap's own are 0700)
+            if parent not in made and parent not in (Path("/tmp"), Path("/dev")):
+                made.add(parent)
+                args += ["--perms", "0755", "--dir", str(parent)]
+        if path.is_symlink() and path.parent == Path("/"):
+            args += ["--symlink", os.readlink(path), str(path)]
+        else:
+            args += ["--ro-bind", str(path), str(path)]
+    return tuple(args)
 
 
 @functools.lru_cache(maxsize=1)
@@ -151,7 +218,7 @@ def bwrap_prefix() -> tuple[Optional[tuple[str, ...]], str]:
     exe = shutil.which("bwrap")
     if exe is None:
         return None, "bubblewrap (bwrap) is not installed"
-    args = (*BWRAP_ARGS, *tmp_rebinds())
+    args = (*BWRAP_ARGS, *bind_args())
     candidates = [(exe, *args)]
     if os.geteuid() != 0:  # unprivileged bwrap needs a user namespace
         candidates = [(exe, *args, "--unshare-user")]
@@ -182,31 +249,6 @@ def worker_command(module_args: list[str], use_bwrap: bool) -> tuple[list[str], 
     if prefix is None:
         return base, why
     return [*prefix, "--chdir", "/tmp", "--", *base], why
-
-
-@functools.lru_cache(maxsize=1)
-def job_namespaces() -> int:
-    """Namespace flags each job gets of its own (0: none).
-
-    Inside bwrap the worker already has private PID and network namespaces, so a job is a
-    single fork (cheap) and its tree is killed by session + subreaper sweep. Outside bwrap,
-    where the kernel permits, each job gets new PID and network namespaces (one extra fork):
-    the job is PID 1 there, so its whole tree dies with it, and it has no network at all.
-    """
-    if os.environ.get("VINCI_RENDER_BWRAP") == "1":
-        return 0
-    for flags in (CLONE_NEWPID | CLONE_NEWNET, CLONE_NEWPID):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                unshare(flags)
-                os._exit(0)
-            except OSError:
-                os._exit(1)
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) == 0:
-            return flags
-    return 0
 
 
 def reap_zombies(keep: tuple[int, ...] = ()) -> None:

@@ -25,13 +25,13 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable
+from typing import Callable, Optional
 
-from vinci.render import sandbox
-from vinci.render.jobs import JobOutcome, run_jobs
+from vinci.render import mounts, sandbox
+from vinci.render.jobs import JobOutcome, JobSandbox, run_jobs
 from vinci.render.latex import make_document, render_latex
 from vinci.render.options import WORKER_KINDS, RenderOptions, SandboxLimits
-from vinci.render.protocol import FrameReader, ProtocolError, frame_to_image, image_to_frame, write_frame
+from vinci.render.protocol import MAX_REQUEST_BYTES, FrameReader, ProtocolError, frame_to_image, image_to_frame, write_frame
 from vinci.render.result import FAILURE_KINDS, RenderFailure
 from vinci.render.texformat import FormatCache
 from vinci.render.trace import clean_trace
@@ -126,7 +126,7 @@ def classify(outcome: JobOutcome, timeout: float, limits: SandboxLimits, max_pix
 
 
 class Worker:
-    def __init__(self, kind: str, root: str, tex_formats: int = 8):
+    def __init__(self, kind: str, root: str, tex_formats: int = 8, private_mounts: Optional[str] = "not tried", view: bool = False):
         self.kind = kind
         self.root = root
         self.jobs_root = os.path.join(root, "jobs")
@@ -134,17 +134,36 @@ class Worker:
         self.browser = None
         self.renderers = None
         self.formats = FormatCache(capacity=tex_formats) if kind == "light" else None  # LaTeX preambles
+        self.private_mounts = private_mounts  # None: this worker has mounts of its own, else why not
+        self.view = view  # it sees only `sandbox.visible_paths` (bubblewrap or `mounts.enter_view`)
+        self.box = JobSandbox()
 
     def warm(self) -> dict:
+        """Start the renderers; the reply says how jobs are confined ("weak": what is missing)."""
+        weak = []
+        if self.private_mounts is not None:
+            weak.append(f"no per-job scratch tmpfs: {self.private_mounts}")
+        namespaces, why = mounts.probe_job_namespaces(self.jobs_root) if self.private_mounts is None else (0, None)
+        if not namespaces:
+            weak.append(
+                "jobs see every process of this user in /proc and can read their /proc/<pid>/environ"
+                f" ({why or 'no job namespaces'})"
+            )
+        if not self.view:
+            weak.append("jobs see the whole filesystem: every file this user can read")
+        uid = sandbox.JOB_UID if os.geteuid() == 0 and self.view and namespaces else None
+        if os.geteuid() == 0 and uid is None:
+            weak.append("jobs run as root: they can read every file root owns")
+        self.box = JobSandbox(namespaces=namespaces, uid=uid, scratch_mounts=self.private_mounts is None)
         if self.kind != "browser":
             self.renderers = _renderers(self.kind)
-            return {"namespaces": sandbox.job_namespaces()}
+            return {"namespaces": namespaces, "weak": weak}
         from vinci.render.html import Browser
 
-        self.browser = Browser(root=self.root)
+        self.browser = Browser(root=self.root, uid=None if uid is None else sandbox.BROWSER_UID)
         self.browser.start(RenderOptions())
         sandbox.reap_zombies(keep=self.browser.pids())
-        return {"namespaces": 0}
+        return {"namespaces": 0, "weak": weak}
 
     def handle(self, header: dict, payload: bytes) -> tuple[dict, bytes]:
         """One request: a list of jobs (codes concatenated in the payload); replies in order."""
@@ -161,7 +180,7 @@ class Worker:
             replies += self._run(jobs[start:end], codes[start:end])
             start = end
         body = b"".join(p for _, p in replies)
-        return {"results": [h for h, _ in replies]}, body
+        return {"results": [h for h, _ in replies], "nonce": header.get("nonce")}, body
 
     def _run(self, jobs: list[dict], codes: list[str]) -> list[tuple[dict, bytes]]:
         options = [RenderOptions.from_dict(job.get("options", {})) for job in jobs]
@@ -176,7 +195,7 @@ class Worker:
         render = self.renderers.get(jobs[0]["language"])
         if render is None:
             return [({"ok": False, "kind": "unsupported", "error": f"no renderer for {jobs[0]['language']}"}, b"")] * len(jobs)
-        workdir = tempfile.mkdtemp(prefix="job-", dir=self.jobs_root)
+        workdir = self._scratch(limits)
         plan = ("plain", None)  # a latex job runs alone: (tex_format, preamble key), see texformat
         if jobs[0]["language"] == "latex" and self.formats is not None:
             plan = self.formats.plan(make_document(codes[0]))
@@ -189,12 +208,17 @@ class Worker:
             ]
         try:
             outcomes = run_jobs(
-                targets, timeouts, limits=limits, workdir=workdir, max_payload=max(o.max_pixels for o in options) * 3 + 1024
+                targets,
+                timeouts,
+                limits=limits,
+                workdir=workdir,
+                max_payload=max(o.max_pixels for o in options) * 3 + 1024,
+                box=self.box,
             )
             if self.formats is not None:
                 self.formats.settle(*plan, workdir, finished=outcomes[0].header is not None)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            self._drop_scratch(workdir)
             self._wipe_shared_tmp()
         replies = []
         for outcome, opt, t, tr in zip(outcomes, options, timeouts, traces):
@@ -240,6 +264,27 @@ class Worker:
                 return {"ok": False, "kind": "limit", "error": str(error)}, b""
         return header, payload
 
+    def _scratch(self, limits: SandboxLimits) -> str:
+        """An empty directory for one job: a fresh tmpfs of `limits.scratch_mb` where possible."""
+        workdir = tempfile.mkdtemp(prefix="job-", dir=self.jobs_root)
+        if self.box.scratch_mounts:
+            uid = os.geteuid() if self.box.uid is None else self.box.uid
+            try:
+                mounts.mount_scratch(workdir, limits.scratch_mb, uid, uid if self.box.uid is not None else os.getegid())
+            except OSError:
+                os.rmdir(workdir)
+                raise
+        return workdir
+
+    def _drop_scratch(self, workdir: str) -> None:
+        """Wipe a job's scratch: detach its tmpfs (freeing every byte), then the directory."""
+        if self.box.scratch_mounts:
+            try:
+                mounts.unmount_scratch(workdir)
+            except OSError as error:
+                log.warning("%s", error)
+        shutil.rmtree(workdir, ignore_errors=True)
+
     def _wipe_shared_tmp(self) -> None:
         """Inside bwrap /tmp and /dev/shm are private to the worker: clear what a job left."""
         if not IN_BWRAP:
@@ -281,14 +326,24 @@ def main(argv=None) -> int:
     os.dup2(2, 1)  # stray prints from libraries go to stderr, never into the protocol
     root = "/tmp/.vinci-worker" if IN_BWRAP else os.environ.get("VINCI_WORKER_ROOT") or tempfile.mkdtemp(prefix="vinci-worker-")
     os.makedirs(root, exist_ok=True)
-    _seed_matplotlib_cache(root)
+    os.chmod(root, 0o755)  # a root worker's Chromium runs as another uid; jobs never see it
     sandbox.become_subreaper()
-    worker = Worker(args.kind, root, tex_formats=args.tex_formats)
+    private_mounts = mounts.confine_worker()  # own mount namespace; not dumpable from here on
+    view = IN_BWRAP  # bubblewrap's binds already show only `sandbox.visible_paths`
+    if not IN_BWRAP and private_mounts is None:
+        try:
+            paths = [str(p) for p in sandbox.outermost(sandbox.visible_paths())]
+            mounts.enter_view(paths, root, sandbox.WORKER_TMP_MB)
+            view = True
+        except OSError as error:
+            log.warning("render sandbox: jobs see the host's files (%s)", error)
+    _seed_matplotlib_cache(root)  # after the view: its font cache seed is one of the visible paths
+    worker = Worker(args.kind, root, tex_formats=args.tex_formats, private_mounts=private_mounts, view=view)
     started = time.monotonic()
     try:
         info = worker.warm()
         write_frame(proto_out, {"ready": True, "pid": os.getpid(), "warm_s": time.monotonic() - started, **info})
-        reader = FrameReader(max_payload=64 << 20)
+        reader = FrameReader(max_payload=MAX_REQUEST_BYTES)
         while True:
             frame = _read_frame(proto_in, reader)
             if frame is None:
