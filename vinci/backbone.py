@@ -10,9 +10,11 @@ Variants are settings, not code paths: QLoRA is LoRA plus `Quantization(load_in_
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -22,6 +24,8 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 # Submodules that hold the vision encoder and its projector, by the names transformers uses.
+# peft reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model; harmless.
+DEPRECATED_PEFT_READ = r".*is_gradient_checkpointing.*"
 VISION_PARTS = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "connector", "merger")
 
 
@@ -115,7 +119,7 @@ def trainable_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Param
 
 def ensure_model(settings: Backbone) -> None:
     """Build the embedded tiny model when asked to and missing. No network either way."""
-    if settings.embedded and not (Path(settings.model) / "config.json").is_file():
+    if settings.embedded:  # reused when its completion stamp matches, rebuilt otherwise
         from vinci.tiny import build_tiny_vlm
 
         build_tiny_vlm(settings.model)
@@ -133,7 +137,7 @@ def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
     """Return (peft model, processor). With `trainable`, ready for training: only LoRA parameters
     require grad. Without it (evaluation), nothing requires grad and a 4-bit model is not prepared
     for k-bit training (no fp32 upcasts, no input grads)."""
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
     ensure_model(settings)
@@ -162,8 +166,7 @@ def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
     processor = load_processor(settings.model)
 
     if quant.load_in_4bit and trainable:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
-        keep_4bit_weights_trainable(model)
+        prepare_4bit_training(model, dtype, settings.gradient_checkpointing)
     elif settings.gradient_checkpointing and trainable:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -171,9 +174,9 @@ def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
         model.config.use_cache = False
 
     if settings.adapter:
-        if not (Path(settings.adapter) / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"no PEFT adapter at {settings.adapter!r} (adapter_config.json missing)")
-        model = PeftModel.from_pretrained(model, settings.adapter, is_trainable=trainable)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=DEPRECATED_PEFT_READ, category=FutureWarning)
+            model = PeftModel.from_pretrained(model, str(resolve_adapter(settings.adapter)), is_trainable=trainable)
     else:
         lora = settings.lora
         targets = lora.target_modules
@@ -188,13 +191,45 @@ def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
             ensure_weight_tying=bool(lora.modules_to_save),  # a tied output head follows a trained embedding
             bias="none",
         )
-        model = get_peft_model(model, config)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=DEPRECATED_PEFT_READ, category=FutureWarning)
+            model = get_peft_model(model, config)
         if not trainable:  # fresh LoRA layers are the identity: this evaluates the base model
             model.requires_grad_(False)
+    model.train(trainable)  # from_pretrained leaves eval mode on, which would switch LoRA dropout off
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("loaded %s: %d trainable of %d parameters", settings.model, n_trainable, total)
     return model, processor
+
+
+def prepare_4bit_training(model, dtype: torch.dtype, gradient_checkpointing: bool) -> None:
+    """Ready a 4-bit model for LoRA training: a frozen base, input grads for checkpointing.
+
+    peft's `prepare_model_for_kbit_training` does this too, but also casts every tensor that is
+    not 4-bit (embeddings, norms, the output head, the vision tower) to float32, which doubles
+    their memory and turns the hidden stream and the KV cache float32. That upcast guards fp16
+    training; bf16 does not need it, so it is kept for fp16 only.
+    """
+    model.requires_grad_(False)
+    if dtype == torch.float16:
+        for parameter in model.parameters():
+            if parameter.dtype == torch.float16:
+                parameter.data = parameter.data.float()
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    keep_4bit_weights_trainable(model)
+
+
+def resolve_adapter(path: str | Path) -> Path:
+    """The PEFT adapter folder at `path`: the folder itself, or the `last` adapter of a run's
+    adapter folder (callbacks.adapter.AdapterExport writes step_N/ and last/ there)."""
+    path = Path(path)
+    for candidate in (path, path / "last"):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"no PEFT adapter at {str(path)!r} (no adapter_config.json there or in {str(path / 'last')!r})")
 
 
 def keep_4bit_weights_trainable(model) -> None:
@@ -228,10 +263,16 @@ def tie_output_head(model, adapter_name: str) -> None:
         head.update(adapter_name, tied_module=embed.modules_to_save[adapter_name])
 
 
-def save_adapter(model, processor, out_dir: str | Path) -> Path:
-    """Write the adapter in standard PEFT format, with the processor beside it."""
+BACKBONE_FILE = "vinci_backbone.json"  # how the base was loaded for training, beside the adapter
+
+
+def save_adapter(model, processor, out_dir: str | Path, settings: Optional[Backbone] = None) -> Path:
+    """Write the adapter in standard PEFT format, with the processor beside it (and, given
+    `settings`, how the base was loaded, which `vinci export` reads to rebuild it)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    if settings is not None:
+        (out / BACKBONE_FILE).write_text(json.dumps(asdict(settings), indent=2))
     return out
