@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -180,6 +182,20 @@ def is_built(out: Path, stamp: dict) -> bool:
     return path.is_file() and json.loads(path.read_text()) == stamp
 
 
+def remove_dead_leftovers(out: Path) -> None:
+    """Delete the temporary folders that killed builds of `out` left beside it."""
+    for leftover in out.parent.glob(f".{out.name}.*-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(leftover, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 def write_model_dir(out: Path, model_class, config, processor, stamp: dict, seed: int) -> Path:
     """Build `model_class(config)` with seeded weights and save it, its processor and a generation
     config as an ordinary model directory; the stamp is written last."""
@@ -196,11 +212,30 @@ def write_model_dir(out: Path, model_class, config, processor, stamp: dict, seed
         pad_token_id=text.pad_token_id,
         bos_token_id=text.bos_token_id,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / STAMP).unlink(missing_ok=True)  # an interrupted rebuild must not pass for the old build
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / STAMP).write_text(json.dumps(stamp, indent=2))
+    # Written under a temporary name beside `out` and renamed into place, so a killed build
+    # leaves no half-written model, and two processes building at once never read one.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_leftovers(out)
+    staged = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    model.save_pretrained(staged)
+    processor.save_pretrained(staged)
+    (staged / STAMP).write_text(json.dumps(stamp, indent=2))  # last: marks the build complete
+    if is_built(out, stamp):  # another process finished the same build first
+        shutil.rmtree(staged, ignore_errors=True)
+        return out
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, old)
+        os.rename(staged, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        try:
+            os.rename(staged, out)
+        except OSError:  # another process renamed its build in between
+            shutil.rmtree(staged, ignore_errors=True)
+            if not is_built(out, stamp):
+                raise
     return out
 
 
