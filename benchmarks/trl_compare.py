@@ -239,10 +239,8 @@ def vinci_config(work: Work) -> dict:
     out = Path(work.out)
     config = retarget(yaml.safe_load((ROOT / "configs" / "virl.yaml").read_text()), out, "vinci")
     config["trainer"].update(max_steps=1 + work.steps, enable_progress_bar=False)
-    for callback in config["trainer"]["callbacks"]:
-        if callback["class_path"].endswith(".RolloutSampler"):
-            callback["init_args"].update(num_samples=work.samples, temperature=1.0, top_p=1.0,
-                                         max_new_tokens=work.new_tokens)
+    config["sampler"]["init_args"].update(num_samples=work.samples, temperature=1.0, top_p=1.0,
+                                          max_new_tokens=work.new_tokens)
     init = config["model"]["init_args"]
     init["backbone"].update(model=work.model, embedded=False, adapter=None,
                             gradient_checkpointing=work.gradient_checkpointing,
@@ -263,7 +261,7 @@ def run_vinci(work: Work, go_fd: int, done_fd: int) -> None:
     config = vinci_config(work)
     probe = dict(class_path="benchmarks.trl_compare.VinciProbe",
                  init_args=dict(record=str(out / "vinci.json"), go_fd=go_fd, done_fd=done_fd))
-    config["trainer"]["callbacks"].insert(0, probe)  # its step clock starts before the sampler
+    config["trainer"]["callbacks"] = [probe]  # before the named groups: its step clock starts before the sampler
     cli_main(["fit", "--config", str(write_config(config, out / "vinci.yaml"))])
 
 
@@ -304,8 +302,7 @@ def run_trl(work: Work, go_fd: int, done_fd: int) -> None:
     out = Path(work.out)
     config = vinci_config(work)  # every value below that vinci also has comes from its config
     init, data = config["model"]["init_args"], config["data"]
-    callbacks = config["trainer"]["callbacks"]
-    render = next(c["init_args"] for c in callbacks if c["class_path"].endswith(".RenderRollouts"))
+    render = config["render"]["init_args"]
     lora = init["backbone"]["lora"]
     probe = StepProbe(Turn(go_fd, done_fd))
 

@@ -58,10 +58,7 @@ def step_config(out: Path, model: Path, new_tokens: int, head_chunk: int | None)
 
     config = retarget(yaml.safe_load((ROOT / "configs" / "virl.yaml").read_text()), out, model.name)
     config["trainer"].update(max_steps=1, enable_progress_bar=False)
-    for callback in config["trainer"]["callbacks"]:
-        kind = callback["class_path"].rsplit(".", 1)[-1]
-        if kind == "RolloutSampler":
-            callback["init_args"].update(num_samples=2, max_new_tokens=new_tokens)
+    config["sampler"]["init_args"].update(num_samples=2, max_new_tokens=new_tokens)
     init = config["model"]["init_args"]
     init["backbone"].update(model=str(model), embedded=False, adapter=None)
     init.update(kl_coef=0.0, micro_batch_size=2)

@@ -1,34 +1,34 @@
-"""The ViRL pipeline is three callbacks in a fixed order; a wrong config stops with how to fix it."""
+"""The ViRL pipeline is three callbacks in a fixed order; a wrong set-up stops with how to fix it.
+
+Through the command line the order is fixed by construction (vinci/cli.py's named groups); this
+check catches a pipeline group left out, or callbacks assembled by hand in Python.
+"""
 
 from __future__ import annotations
 
-PIPELINE = (
-    "callbacks.rollout.RolloutSampler",
-    "callbacks.render.RenderRollouts",
-    "callbacks.reward_logger.RewardLogger",
-)
+from callbacks.render import RenderRollouts
+from callbacks.reward_logger import RewardLogger
+from callbacks.rollout import RolloutSampler
 
-FIX = """ViRL needs these callbacks, in this order, under trainer.callbacks in the YAML:
-  - class_path: callbacks.rollout.RolloutSampler      # G samples per prompt
-  - class_path: callbacks.render.RenderRollouts       # renders them in the sandboxed pool
-  - class_path: callbacks.reward_logger.RewardLogger  # rewards, images and code to TensorBoard
-(see configs/virl.yaml)"""
+PIPELINE = (RolloutSampler, RenderRollouts, RewardLogger)
 
-
-def _name(callback) -> str:
-    return f"{type(callback).__module__}.{type(callback).__qualname__}"
+FIX = """ViRL needs these three config groups (see configs/virl.yaml), which run in this order:
+  sampler:     {class_path: callbacks.rollout.RolloutSampler, ...}      # G samples per prompt
+  render:      {class_path: callbacks.render.RenderRollouts, ...}       # renders them in the sandboxed pool
+  reward_log:  {class_path: callbacks.reward_logger.RewardLogger, ...}  # rewards, images and code to TensorBoard
+In Python, pass them to the Trainer in that order."""
 
 
 def check_pipeline(callbacks) -> None:
-    """Raise ValueError unless each pipeline callback is present once and in order."""
-    names = [_name(c) for c in callbacks]
+    """Raise ValueError unless each pipeline callback (or a subclass) is present once and in order."""
+    callbacks = list(callbacks)
     positions = []
     for wanted in PIPELINE:
-        found = [i for i, name in enumerate(names) if name == wanted]
+        found = [i for i, callback in enumerate(callbacks) if isinstance(callback, wanted)]
         if len(found) != 1:
             problem = "missing" if not found else "configured more than once"
-            raise ValueError(f"{wanted} is {problem}.\n{FIX}")
+            raise ValueError(f"{wanted.__name__} is {problem}.\n{FIX}")
         positions.append(found[0])
     if positions != sorted(positions):
-        order = ", ".join(n.rsplit(".", 1)[-1] for _, n in sorted(zip(positions, PIPELINE)))
+        order = ", ".join(w.__name__ for _, w in sorted(zip(positions, PIPELINE)))
         raise ValueError(f"ViRL callbacks are in the wrong order ({order}).\n{FIX}")

@@ -116,6 +116,8 @@ class RewardLogger(L.Callback):
         if not trainer.is_global_zero:
             return
         module.log_dict(scalars, on_step=True, on_epoch=False, batch_size=rollout.num_prompts)
+        bar = {"reward": scalars["reward/overall_mean"], "render": scalars["render/rate"]}  # the progress bar's two
+        module.log_dict(bar, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=rollout.num_prompts)
 
         step = trainer.global_step
         self.batches_seen += 1

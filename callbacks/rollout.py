@@ -54,8 +54,12 @@ class RolloutSampler(L.Callback):
             torch.manual_seed(rank_seed(seed, trainer.global_rank))
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if module.temperature != self.temperature:
+            raise ValueError(
+                f"the sampler draws at temperature {self.temperature} but the module scores log-probs at "
+                f"{module.temperature}: give ViRLModule(temperature=...) the sampler's (the CLI links them)"
+            )
         started = time.perf_counter()
-        module.temperature = self.temperature
         completions = sample(
             module.model,
             module.processor,

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from main import cli_main
+from vinci.checkpoint_io import LocalAtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
@@ -25,6 +26,7 @@ def test_every_config_parses(config, tmp_path, monkeypatch):
     cli = cli_main(args, run=False)
     assert cli.model.backbone.model
     assert cli.datamodule.processor_name == cli.model.backbone.model  # linked once
+    assert isinstance(cli.trainer.strategy.checkpoint_io, LocalAtomicCheckpointIO)  # staged beside the target
 
 
 def test_virl_recipe_without_local_encoder_weights_says_how_to_get_them(tmp_path, monkeypatch):

@@ -22,9 +22,10 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from callbacks.rollout import RolloutSampler
 from main import cli_main
 from tests.test_virl import virl_config
-from vinci.backbone import Backbone, Quantization, load_backbone, save_adapter, trainable_split
+from vinci.backbone import Backbone, Quantization, load_backbone, resolve_adapter, save_adapter, trainable_split
 from vinci.data.collate import IGNORE, RLCollator, SFTCollator, full_text, prompt_text
 from vinci.data.rows import Example
 from vinci.families import FAMILIES, build_family
@@ -291,12 +292,13 @@ def test_qwen3_vl_deepstack_features_reach_the_decoder(family_models):
 
 
 # ---- one ViRL step per family through the CLI ---------------------------------------------
-class PlantAnswers(L.Callback):
-    """Puts each prompt's reference answer in place of its first sample's text (the sampled
-    tokens stay), so a random-weight policy's groups get rewards that differ and the update has
-    a gradient. Sits between the sampler and the renderer."""
+class PlantAnswers(RolloutSampler):
+    """A sampler that puts each prompt's reference answer in place of its first sample's text
+    (the sampled tokens stay), so a random-weight policy's groups get rewards that differ and the
+    update has a gradient."""
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        super().on_train_batch_start(trainer, module, batch, batch_idx)
         rollout = module.rollout
         for prompt, answer in enumerate(batch.answers):
             if answer:  # RL rows of the synthetic corpus carry their reference program
@@ -304,7 +306,7 @@ class PlantAnswers(L.Callback):
 
 
 def _lora(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path / "adapter_model.safetensors"))
+    return load_file(str(resolve_adapter(path) / "adapter_model.safetensors"))  # a run's adapter folder: its last/
 
 
 def family_virl_config(tmp_path: Path, model: Path, corpus: Path, adapter, kl_coef: float) -> Path:
@@ -312,17 +314,11 @@ def family_virl_config(tmp_path: Path, model: Path, corpus: Path, adapter, kl_co
     planted answers, and nothing the step does not need (no checkpoint, no image grids)."""
     path = virl_config(tmp_path, model, corpus, adapter, kl_coef=kl_coef)
     config = yaml.safe_load(path.read_text())
-    callbacks = [c for c in config["trainer"]["callbacks"] if not c["class_path"].endswith("ModelCheckpoint")]
-    for callback in callbacks:
-        name = callback["class_path"].rsplit(".", 1)[-1]
-        if name == "RolloutSampler":
-            callback["init_args"].update(num_samples=2, max_new_tokens=8)
-        if name == "RenderRollouts":
-            callback["init_args"]["workers"] = 1
-        if name == "RewardLogger":
-            callback["init_args"]["every_n_steps"] = 1000
-    callbacks.insert(1, {"class_path": "tests.test_families.PlantAnswers"})
-    config["trainer"]["callbacks"] = callbacks
+    config["checkpoint"] = None
+    config["sampler"]["class_path"] = "tests.test_families.PlantAnswers"
+    config["sampler"]["init_args"].update(num_samples=2, max_new_tokens=8)
+    config["render"]["init_args"]["workers"] = 1
+    config["reward_log"]["init_args"]["every_n_steps"] = 1000
     config["model"]["init_args"]["backbone"]["adapter"] = str(adapter) if adapter else None
     path.write_text(yaml.safe_dump(config))
     return path

@@ -19,13 +19,11 @@ def sft_config(tmp_path: Path, tiny_model: Path, corpus: Path, max_steps: int, e
     trainer = config["trainer"]
     trainer.update(max_steps=max_steps, val_check_interval=2, log_every_n_steps=1, default_root_dir=str(run))
     trainer["logger"]["init_args"]["save_dir"] = str(run)
-    for callback in trainer["callbacks"]:
-        args = callback.get("init_args", {})
-        if "dirpath" in args:
-            args["dirpath"] = str(run / Path(args["dirpath"]).name)
-        if "every_n_train_steps" in args:
-            args["every_n_train_steps"] = 1
-    trainer["callbacks"].extend(extra_callbacks)
+    for group in ("checkpoint", "adapter"):
+        args = config[group]["init_args"]
+        args["dirpath"] = str(run / Path(args["dirpath"]).name)
+    config["checkpoint"]["init_args"]["every_n_train_steps"] = 1
+    trainer["callbacks"] = list(extra_callbacks)
     model = config["model"]["init_args"]
     model["backbone"].update(model=str(tiny_model), embedded=False)
     model["show_samples"] = 1
@@ -41,7 +39,8 @@ def test_fit_trains_and_exports_a_peft_adapter(tmp_path, tiny_model, tiny_corpus
     assert cli.trainer.global_step == 4
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/loss"])
-    adapter = tmp_path / "run" / "adapter"
+    adapter = tmp_path / "run" / "adapter" / "last"
+    assert adapter.resolve().name == "step_4" and (tmp_path / "run" / "adapter" / "step_2").is_dir()  # one per checkpoint
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert (adapter / "tokenizer.json").is_file()  # the processor travels with the adapter
     events = list((tmp_path / "run").rglob("events.out.tfevents*"))

@@ -13,6 +13,7 @@ from callbacks.render import RenderRollouts
 from callbacks.reward_logger import RewardLogger
 from callbacks.rollout import RolloutSampler
 from main import cli_main
+from vinci.backbone import resolve_adapter
 from tests.test_sft import Interrupt, sft_config  # noqa: F401  (Interrupt is loaded by class_path)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,29 +34,25 @@ def sft_adapter(tmp_path_factory, tiny_model, tiny_corpus) -> Path:
     path = tmp / "sft_fast.yaml"
     path.write_text(yaml.safe_dump(config))
     cli_main(["fit", "--config", str(path)])
-    return tmp / "run" / "adapter"
+    return resolve_adapter(tmp / "run" / "adapter")  # its last/ folder
 
 
-def virl_config(tmp_path, tiny_model, corpus, adapter, max_steps=1, kl_coef=0.0, extra_callbacks=(), order=None) -> Path:
+def virl_config(tmp_path, tiny_model, corpus, adapter, max_steps=1, kl_coef=0.0, extra_callbacks=(), sampler=None) -> Path:
     config = yaml.safe_load((ROOT / "configs" / "virl.yaml").read_text())
     run = tmp_path / "run"
     trainer = config["trainer"]
     trainer.update(max_steps=max_steps, default_root_dir=str(run))
     trainer["logger"]["init_args"]["save_dir"] = str(run)
-    for callback in trainer["callbacks"]:
-        args = callback.setdefault("init_args", {})
-        name = callback["class_path"].rsplit(".", 1)[-1]
-        if name == "RolloutSampler":  # T = 1 (VinciCoder's): a barely trained adapter needs it to hit the format
-            args.update(num_samples=4, max_new_tokens=200, temperature=1.0)
-        if name == "RewardLogger":
-            args.update(every_n_steps=1, export_dir=str(run / "grids"))
-        if "dirpath" in args:
-            args["dirpath"] = str(run / Path(args["dirpath"]).name)
-        if "every_n_train_steps" in args:
-            args["every_n_train_steps"] = 1
-    if order is not None:
-        trainer["callbacks"] = [trainer["callbacks"][i] for i in order]
-    trainer["callbacks"].extend(extra_callbacks)
+    # T = 1 (VinciCoder's): a barely trained adapter needs it to hit the format
+    config["sampler"]["init_args"].update(num_samples=4, max_new_tokens=200, temperature=1.0)
+    config["reward_log"]["init_args"].update(every_n_steps=1, export_dir=str(run / "grids"))
+    for group in ("checkpoint", "adapter"):
+        args = config[group]["init_args"]
+        args["dirpath"] = str(run / Path(args["dirpath"]).name)
+    config["checkpoint"]["init_args"]["every_n_train_steps"] = 1
+    if sampler is not None:
+        config["sampler"]["class_path"] = sampler
+    trainer["callbacks"] = list(extra_callbacks)
     model = config["model"]["init_args"]
     model["backbone"].update(model=str(tiny_model), embedded=False, adapter=str(adapter))
     model.update(kl_coef=kl_coef, micro_batch_size=8)
@@ -77,7 +74,7 @@ def _scalars(run: Path, tag: str) -> list[float]:
 
 
 def _lora(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path / "adapter_model.safetensors"))
+    return load_file(str(resolve_adapter(path) / "adapter_model.safetensors"))  # a run's adapter folder: its last/
 
 
 def test_one_step_changes_only_lora_and_logs_reward_parts(tmp_path, tiny_model, tiny_corpus, sft_adapter):
@@ -177,9 +174,9 @@ def test_wrong_callback_order_says_how_to_fix(tmp_path, tiny_model, tiny_corpus,
         check_pipeline([RenderRollouts(), RolloutSampler(), RewardLogger()])
     with pytest.raises(ValueError, match="RewardLogger is missing"):
         check_pipeline([RolloutSampler(), RenderRollouts()])
-    config = virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter, order=[1, 0, 2, 3, 4])
-    with pytest.raises(ValueError, match="configs/virl.yaml"):
-        cli_main(["fit", "--config", str(config)])
+    config = virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter)
+    with pytest.raises(ValueError, match="RolloutSampler is missing.*configs/virl.yaml"):
+        cli_main(["fit", "--config", str(config), "--sampler", "null"])
 
 
 def test_missing_sft_adapter_says_run_sft_first(tmp_path, tiny_model, tiny_corpus):
@@ -221,20 +218,18 @@ def test_a_program_sampled_twice_renders_once_and_both_rows_get_its_image():
     assert not renders[3].ok and renders[3].kind == "no-output"
 
 
-class PlantValidationAnswers(L.Callback):
-    """Answers every held-out prompt with its reference program (between sampler and renderer)."""
+class PlantValidationAnswers(RolloutSampler):
+    """A sampler that answers every held-out prompt with its reference program."""
 
     def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+        super().on_validation_batch_start(trainer, module, batch, batch_idx, dataloader_idx)
         module.rollout.completions.texts[:] = list(batch.answers)
 
 
 def test_held_out_validation_during_fit_logs_format_render_and_visual(tmp_path, tiny_model, tiny_corpus, sft_adapter):
     """A ViRL recipe's long run shows whether it improves: every val_check_interval steps the
     sampler answers the held-out prompts greedily, the pool renders them, the module scores them."""
-    path = virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter, max_steps=2)
-    config = yaml.safe_load(path.read_text())
-    config["trainer"]["callbacks"].insert(1, {"class_path": "tests.test_virl.PlantValidationAnswers"})
-    path.write_text(yaml.safe_dump(config))
+    path = virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter, max_steps=2, sampler="tests.test_virl.PlantValidationAnswers")
     cli = cli_main(["fit", "--config", str(path), f"--data.val={tiny_corpus / 'rl_val.jsonl'}",
                     "--trainer.limit_val_batches=1", "--trainer.val_check_interval=1", "--trainer.check_val_every_n_epoch=null"])
     metrics = cli.trainer.callback_metrics

@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from vinci import grpo
-from vinci.backbone import Backbone, tie_output_head
+from vinci.backbone import Backbone, resolve_adapter, tie_output_head
 from vinci.logprobs import DEFAULT_CHUNK, sequence_logp
 from vinci.module import BackboneModule
 from vinci.reward.format import composite_reward, format_reward
@@ -61,6 +61,7 @@ class ViRLModule(BackboneModule):
         drop_zero_std_groups: bool = False,
         scale_advantages: bool = True,
         head_chunk: int = DEFAULT_CHUNK,
+        temperature: float = 1.0,
     ):
         """
         Args:
@@ -89,6 +90,8 @@ class ViRLModule(BackboneModule):
                 False keeps r - mean (Dr. GRPO), so near-identical samples pull weakly.
             head_chunk: completion positions per LM-head call when scoring tokens; peak head
                 memory is a few [head_chunk, vocab] float32 tensors.
+            temperature: the sampling temperature the log-probs divide by; the command line links
+                it from `sampler.temperature`, so it is set in one place.
         """
         super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio, vision_lr_scale)
         self.save_hyperparameters()
@@ -106,13 +109,13 @@ class ViRLModule(BackboneModule):
         self.drop_zero_std_groups = drop_zero_std_groups
         self.scale_advantages = scale_advantages
         self.head_chunk = head_chunk
-        self.temperature = 1.0  # set by the sampler: log-probs use the sampling distribution
+        self.temperature = temperature  # the sampler's: log-probs use the sampling distribution
         self.rollout: Optional[Rollout] = None  # filled by the callbacks for the current batch
 
     def prepare_data(self) -> None:
         super().prepare_data()
         adapter = self.backbone.adapter
-        if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+        if adapter and not any((Path(adapter) / sub / "adapter_config.json").is_file() for sub in ("", "last")):
             raise FileNotFoundError(
                 f"ViRL starts from the SFT adapter, and there is none at {adapter!r}: run "
                 "`python main.py fit --config configs/sft.yaml` first (or set model.init_args.backbone.adapter)"
@@ -125,7 +128,7 @@ class ViRLModule(BackboneModule):
         if self.kl_coef > 0:
             if not self.backbone.adapter:
                 raise ValueError("kl_coef > 0 needs backbone.adapter: the frozen SFT adapter is the reference policy")
-            self.model.load_adapter(self.backbone.adapter, adapter_name=REFERENCE, is_trainable=False)
+            self.model.load_adapter(str(resolve_adapter(self.backbone.adapter)), adapter_name=REFERENCE, is_trainable=False)
             tie_output_head(self.model, REFERENCE)
             self.model.set_adapter("default")
         # RL moves the policy's LoRA matrices only: not modules the SFT adapter saved whole, and
