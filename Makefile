@@ -22,7 +22,7 @@ virl: sft
 	$(PY) main.py fit --config configs/virl.yaml
 
 demo: virl
-	$(PY) benchmarks/heldout.py --adapters sft=runs/sft/adapter virl=runs/virl/adapter
+	$(PY) -m benchmarks.heldout --adapters sft=runs/sft/adapter virl=runs/virl/adapter
 
 test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider --timeout 900 --durations 15

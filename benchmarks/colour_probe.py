@@ -1,7 +1,7 @@
 """Can a freshly adapted tiny VLM learn to read its image at all? A one-token probe.
 
-    python benchmarks/colour_probe.py                       # lr 1e-3 and 3e-3 (configs/sft.yaml's), vision at 1x and 0.1x
-    python benchmarks/colour_probe.py --lrs 3e-3 --vision-lr-scales 1 0.1 0.03 --steps 600
+    python -m benchmarks.colour_probe                       # lr 1e-3 and 3e-3 (configs/sft.yaml's), vision at 1x and 0.1x
+    python -m benchmarks.colour_probe --lrs 3e-3 --vision-lr-scales 1 0.1 0.03 --steps 600
 
 Every example is the same SVG program, a square on a white canvas, except for the square's
 colour, one of the corpus's 10 colour names; the image is that program's picture. The only
@@ -21,14 +21,10 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.conditioning import answer_losses  # noqa: E402
-from vinci.data.synth.vocab import COLORS  # noqa: E402
+from benchmarks.conditioning import answer_losses
+from vinci.data.synth.vocab import COLORS
 
 PROMPT = "<image>Write the svg code that draws this image."
 SQUARE = (40, 40, 48)  # x, y, side in px on the 128 px canvas

@@ -1,7 +1,7 @@
 """Does a policy look at its inputs? Answer loss with the true prompt against swapped ones.
 
-    python benchmarks/conditioning.py                                   # runs/sft/adapter on the SFT test split
-    python benchmarks/conditioning.py --adapter runs/virl/adapter --limit 200
+    python -m benchmarks.conditioning                                   # runs/sft/adapter on the SFT test split
+    python -m benchmarks.conditioning --adapter runs/virl/adapter --limit 200
 
 ViRL can only improve what a policy does *for a given image*: if its answers do not depend on
 the image (or, in refinement rows, on the code to fix), every prompt of a language gets the same
@@ -16,6 +16,9 @@ reference answer (nats per answer token) three ways:
 and prints, per language, the mean loss and the paired increase under each swap with a 95%
 bootstrap interval. A policy that uses its inputs shows clear positive increases; increases
 near 0 mean the policy writes the language's typical program whatever it is shown.
+
+The model loads as `main.py test` loads it (`vinci.backbone.load_backbone`, for inference), and
+the intervals are `vinci.eval.compare.bootstrap_diff`.
 """
 
 from __future__ import annotations
@@ -28,9 +31,15 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vinci.eval.compare import bootstrap_diff
 
-from vinci.evaluate import bootstrap_diff, load_for_eval  # noqa: E402
+
+def load_policy(model: str, adapter: str | None):
+    """(model, processor) in eval mode: the base with the adapter applied (None or "": the base alone)."""
+    from vinci.backbone import Backbone, load_backbone
+
+    net, processor = load_backbone(Backbone(model=model, adapter=adapter or None), trainable=False)
+    return net.eval(), processor
 
 
 def answer_losses(net, processor, examples, batch_size: int = 8) -> list[float]:
@@ -82,7 +91,7 @@ def main(argv=None):
         sys.exit(f"{args.rows}: needs one row per line with 'language' and 'task' columns (a synthetic corpus split)")
     n = min(args.limit, len(meta)) if args.limit else len(meta)
     examples, meta = [rowset[i] for i in range(n)], meta[:n]
-    net, processor = load_for_eval(args.model, args.adapter or None)
+    net, processor = load_policy(args.model, args.adapter)
     rng = random.Random(args.seed)
     true = answer_losses(net, processor, examples)
     image = answer_losses(net, processor, swapped(examples, meta, "image", rng))

@@ -1,7 +1,7 @@
 """SFT and ViRL steps on a CUDA GPU: LoRA in bf16 against QLoRA (NF4 base), side by side in one run.
 
-    python benchmarks/cuda_steps.py                  # after configs/sft.yaml (ViRL starts from its adapter)
-    python benchmarks/cuda_steps.py --sft-steps 40 --virl-steps 20
+    python -m benchmarks.cuda_steps                  # after configs/sft.yaml (ViRL starts from its adapter)
+    python -m benchmarks.cuda_steps --sft-steps 40 --virl-steps 20
 
 Runs configs/sft.yaml and configs/virl.yaml for a few steps in each mode, on the embedded tiny
 model, with the trainer on the GPU in bf16-mixed. Prints, per stage and mode: seconds per step
@@ -16,7 +16,6 @@ compare modes with --modes in both orders. Outputs go to a temporary directory; 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +23,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # where configs/ and runs/ are
 
 QLORA = {"load_in_4bit": True, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"}
 MODES = {"lora-bf16": None, "qlora-nf4": QLORA}

@@ -1,7 +1,7 @@
 """Render the real corpora two ways in one run and compare: vinci's pool against the naive way.
 
-    python benchmarks/render_throughput.py                  # all charts/icons/figures, 40 pages
-    python benchmarks/render_throughput.py --html 118 --workers 2
+    python -m benchmarks.render_throughput                  # all charts/icons/figures, 40 pages
+    python -m benchmarks.render_throughput --html 118 --workers 2
 
 Naive, one item at a time, as reward code usually does it:
 - chart: a fresh `python` process per script (capturing the figure with the same code as
@@ -25,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from PIL import Image
+
+from vinci.render import RenderJob, RenderOptions, RenderPool
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from PIL import Image  # noqa: E402
-
-from vinci.render import RenderJob, RenderOptions, RenderPool  # noqa: E402
 
 CORPORA = ROOT.parent / "shared" / "corpora"
 CHART_RUNNER = (

@@ -1,7 +1,7 @@
 """Screenshot the top of a predictions folder's report.html (for the README).
 
-    python benchmarks/report_screenshot.py --dir runs/predict/chart            # -> runs/predict/chart/report.png
-    python benchmarks/report_screenshot.py --dir runs/predict --width 1280 --height 1600 --out docs/report.png
+    python -m benchmarks.report_screenshot --dir runs/predict/chart            # -> runs/predict/chart/report.png
+    python -m benchmarks.report_screenshot --dir runs/predict --width 1280 --height 1600 --out docs/report.png
 
 The report is opened from disk in the same headless Chromium the HTML renderer uses
 (`vinci.render.html.Browser`: fresh profile, no network) and the first width x height CSS
@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vinci.eval.records import PREDICTIONS_FILE, read_predictions  # noqa: E402
-from vinci.eval.report import REPORT_FILE, write_report  # noqa: E402
+from vinci.eval.records import PREDICTIONS_FILE, read_predictions
+from vinci.eval.report import REPORT_FILE, write_report
 
 
 def ensure_report(folder: Path) -> Path:

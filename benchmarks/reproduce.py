@@ -1,8 +1,8 @@
 """Reproduce the paper-style table on the embedded default: SFT -> ViRL -> test, with the reward ablation.
 
-    python benchmarks/reproduce.py                           # everything from scratch (about an hour on 2 CPU cores)
-    python benchmarks/reproduce.py --sft-adapter runs/sft/adapter   # reuse a finished SFT run
-    python benchmarks/reproduce.py --virl-steps 24 --limit 96        # a smaller budget, same comparison
+    python -m benchmarks.reproduce                           # everything from scratch (about an hour on 2 CPU cores)
+    python -m benchmarks.reproduce --sft-adapter runs/sft/adapter   # reuse a finished SFT run
+    python -m benchmarks.reproduce --virl-steps 24 --limit 96        # a smaller budget, same comparison
 
 Stages, each the real command a user runs, with configs derived from configs/*.yaml and saved
 under --out/configs so every number can be traced back to the exact settings:
@@ -17,7 +17,8 @@ under --out/configs so every number can be traced back to the exact settings:
    on the synthetic held-out split (greedy), which also writes each run's report.html.
 
 The table gives every score's mean with its 95% bootstrap interval, and for each ViRL run the
-paired difference in reward against SFT-only with its interval.
+paired difference in reward against SFT-only with its interval (`vinci.eval.compare`, the same
+bootstrap as benchmarks.virl_gain).
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vinci.eval.compare import bootstrap_diff, bootstrap_mean, paired
+from vinci.eval.records import read_predictions
 
-from vinci.eval.records import read_predictions  # noqa: E402
-from vinci.evaluate import bootstrap_diff  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # where main.py and configs/ are
 
 VARIANTS = {  # name -> global_weight of the visual reward
     "virl-c2f": None,
@@ -44,17 +44,21 @@ VARIANTS = {  # name -> global_weight of the visual reward
 SCORES = ("format", "render", "visual", "ssim", "reward")
 
 
-def bootstrap_mean(values: list[float], iterations: int = 10000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% bootstrap interval: (mean, low, high)."""
-    return bootstrap_diff([0.0] * len(values), values, iterations, seed)
+def callback_configs(config: dict) -> list[dict]:
+    """Every callback entry of a config: its named groups (`predictions:`, `adapter:`, ...,
+    each a dict with a class_path) and whatever `trainer.callbacks` still lists."""
+    named = [value for key, value in config.items()
+             if key not in ("model", "data", "trainer") and isinstance(value, dict) and "class_path" in value]
+    listed = config.get("trainer", {}).get("callbacks") or []
+    return named + ([listed] if isinstance(listed, dict) else list(listed))
 
 
 def retarget(config: dict, out: Path, name: str) -> dict:
-    """Point every output path of a training config at out/name."""
+    """Point every output path of a config (training or eval) at out/name."""
     run_dir = out / name
     config["trainer"]["default_root_dir"] = str(run_dir)
     config["trainer"]["logger"]["init_args"].update(save_dir=str(out), name=name)
-    for callback in config["trainer"]["callbacks"]:
+    for callback in callback_configs(config):
         args = callback.setdefault("init_args", {})
         kind = callback["class_path"].rsplit(".", 1)[-1]
         if kind == "ModelCheckpoint":
@@ -138,15 +142,14 @@ def main(argv=None):
     print("\nseconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
 
 
-def paired(results: dict, name: str, base: str) -> str:
+def reward_gain(results: dict, name: str, base: str) -> str:
     """Mean paired reward difference name - base over the prompts both answered, with its 95% interval."""
     if name == base or base not in results:
         return "—"
-    before = {p.id: p.scores["reward"] for p in results[base]}
-    pairs = [(before[p.id], p.scores["reward"]) for p in results[name] if p.id in before]
-    if not pairs:
-        raise ValueError(f"{name} and {base} share no prompt ids: were they evaluated on the same rows?")
-    mean, low, high = bootstrap_diff([a for a, _ in pairs], [b for _, b in pairs])
+    try:
+        mean, low, high = bootstrap_diff(*paired(results[base], results[name]))
+    except ValueError as err:
+        raise ValueError(f"{name} against {base}: {err}") from err
     return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
 
 
@@ -160,8 +163,8 @@ def format_results(results: dict) -> str:
         for score in SCORES:
             mean, low, high = bootstrap_mean([p.scores[score] for p in predictions])
             cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]")
-        against_c2f = paired(results, name, "virl-c2f") if name != "sft" else "—"
-        lines.append(f"| {name} | {len(predictions)} | " + " | ".join(cells) + f" | {paired(results, name, 'sft')} | {against_c2f} |")
+        against_c2f = reward_gain(results, name, "virl-c2f") if name != "sft" else "—"
+        lines.append(f"| {name} | {len(predictions)} | " + " | ".join(cells) + f" | {reward_gain(results, name, 'sft')} | {against_c2f} |")
     return "\n".join(lines)
 
 

@@ -7,8 +7,8 @@ On the human-made charts in ../shared/corpora/chart (ChartMimic reference render
 - negative pair: a different chart of the corpus vs the chart (resized to its size, as any render).
 AUC is the probability that a positive pair outscores a negative one (ties count half).
 
-    python benchmarks/reward_auc.py                       # pixel encoder, every chart
-    python benchmarks/reward_auc.py --encoders pixel tiny-timm --negatives 5
+    python -m benchmarks.reward_auc                       # pixel encoder, every chart
+    python -m benchmarks.reward_auc --encoders pixel tiny-timm --negatives 5
 
 "tiny-timm" is a 2-block DINOv2-architecture ViT with seeded random weights, written to a
 temporary file and loaded through the real timm path: it checks the wiring, not DINOv2's quality.
@@ -20,19 +20,16 @@ from __future__ import annotations
 import argparse
 import io
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageFilter
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from vinci.reward.encoders import CropEncoder, TimmEncoder, build_encoder
+from vinci.reward.similarity import patch_similarity
 
-from vinci.reward.encoders import CropEncoder, TimmEncoder, build_encoder  # noqa: E402
-from vinci.reward.similarity import patch_similarity  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CHARTS = ROOT.parent / "shared" / "corpora" / "chart"
 TINY_DINOV2 = dict(depth=2, embed_dim=48, num_heads=3, img_size=56, init_values=1.0)

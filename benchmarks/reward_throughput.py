@@ -10,8 +10,8 @@ Two rollout mixes per group of G = 8, from the real charts in ../shared/corpora/
 - typical:  5 different renders, 2 repeats of one of them (the policy sampled the same program)
             and 1 failed render.
 
-    python benchmarks/reward_throughput.py                  # pixel + tiny timm, B = 4, G = 8
-    python benchmarks/reward_throughput.py --encoders pixel vit-s --prompts 2
+    python -m benchmarks.reward_throughput                  # pixel + tiny timm, B = 4, G = 8
+    python -m benchmarks.reward_throughput --encoders pixel vit-s --prompts 2
 
 Encoders: pixel (weight-free), tiny-timm (2-block DINOv2-architecture ViT at 56 px, random
 weights), vit-s (DINOv2-S architecture at 224 px, random weights: the encoder cost of a real model).
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,16 +29,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from reward_auc import load_charts, perturb  # noqa: E402
-
-from vinci.reward.encoders import CropEncoder, PixelEncoder, TimmEncoder  # noqa: E402
-from vinci.reward.similarity import visual_reward  # noqa: E402
-from vinci.reward.tiling import crops  # noqa: E402
+from benchmarks.reward_auc import load_charts, perturb
+from vinci.reward.encoders import CropEncoder, PixelEncoder, TimmEncoder
+from vinci.reward.similarity import visual_reward
+from vinci.reward.tiling import crops
 
 RANDOM_VITS = {
     "tiny-timm": (

@@ -1,7 +1,7 @@
 """LaTeX renders with and without preamble formats (`RenderPool(tex_formats=...)`), side by side.
 
-    python benchmarks/tex_formats.py                 # 40 synthetic figures + the TikZ corpus, 3 rounds
-    python benchmarks/tex_formats.py --rounds 2 --workers 1
+    python -m benchmarks.tex_formats                 # 40 synthetic figures + the TikZ corpus, 3 rounds
+    python -m benchmarks.tex_formats --rounds 2 --workers 1
 
 Two workloads, each rendered by a pool with formats off and by one with them on, in
 alternating rounds (off, on, off, on, ...) so that both see the same machine load:
@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vinci.data.synth.programs import generate
+from vinci.render import RenderJob, RenderOptions, RenderPool
 
-from vinci.data.synth.programs import generate  # noqa: E402
-from vinci.render import RenderJob, RenderOptions, RenderPool  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CORPORA = ROOT.parent / "shared" / "corpora"
 WARM = r"\begin{tikzpicture}\draw (0,0) -- (1,1);\end{tikzpicture}"

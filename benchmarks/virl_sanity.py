@@ -1,7 +1,7 @@
 """Does the ViRL machinery learn at all? Run configs/virl.yaml with a trivially learnable reward.
 
-    python benchmarks/virl_sanity.py                        # 16 steps, lr 5e-4, after configs/sft.yaml
-    python benchmarks/virl_sanity.py --steps 8 --lr 3e-4
+    python -m benchmarks.virl_sanity                        # 16 steps, lr 5e-4, after configs/sft.yaml
+    python -m benchmarks.virl_sanity --steps 8 --lr 3e-4
 
 The visual reward is swapped for "shorter answers score higher" (1 - length / 256). Every
 other part is the real run: sampler, sandboxed renders, GRPO update, logging. A working
@@ -13,16 +13,14 @@ entropy per quarter of the run (from its TensorBoard log under runs/virl-sanity)
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.reproduce import retarget
 
-from benchmarks.reproduce import retarget  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def shorter_is_better(self, rollout):

@@ -18,9 +18,9 @@ def test_sampled_completions_never_contain_image_placeholders(tiny_model):
     model (one image placeholder too many); generation must suppress it."""
     from vinci.data.collate import RLCollator
     from vinci.data.rows import Example
-    from vinci.evaluate import load_for_eval
+    from vinci.backbone import Backbone, load_backbone
 
-    net, processor = load_for_eval(str(tiny_model), None)
+    net, processor = load_backbone(Backbone(model=str(tiny_model)), trainable=False)
     image_id = net.config.image_token_id
     assert image_id in multimodal_token_ids(net)
 
@@ -48,11 +48,11 @@ def test_update_log_probs_equal_the_samplers_with_left_padding(tiny_model):
 
     from vinci.data.collate import RLCollator
     from vinci.data.rows import Example
-    from vinci.evaluate import load_for_eval
+    from vinci.backbone import Backbone, load_backbone
     from vinci.rollout import Rollout
     from vinci.virl import ViRLModule
 
-    net, processor = load_for_eval(str(tiny_model), None)
+    net, processor = load_backbone(Backbone(model=str(tiny_model)), trainable=False)
     examples = [  # prompts of different lengths, so the shorter one is left-padded
         Example(Image.new("RGB", (64, 64), "red"), "<image>Write the svg code that draws this image.", "svg", None, "a"),
         Example(Image.new("RGB", (96, 64), "blue"), "<image>Write the html code of this web page. Keep it short and plain.", "html", None, "b"),

@@ -1,18 +1,14 @@
 """benchmarks/colour_probe.py: examples differ only in the square's colour, and training runs."""
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import ImageColor
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.colour_probe import SQUARE, example, main, picture, program  # noqa: E402
-from vinci.data.synth.vocab import COLORS  # noqa: E402
+from benchmarks.colour_probe import SQUARE, example, main, picture, program
+from vinci.data.synth.vocab import COLORS
 
 
 def test_picture_and_program_carry_the_same_colour_and_nothing_else_changes():

@@ -1,16 +1,12 @@
 """benchmarks/conditioning.py: swaps stay within language and task, and the loss is the answer's."""
 
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.conditioning import answer_losses, main, swapped  # noqa: E402
-from vinci.data.rows import Example  # noqa: E402
+from benchmarks.conditioning import answer_losses, load_policy, main, swapped
+from vinci.data.rows import Example
 
 
 def test_swaps_take_another_row_of_the_same_language_and_task():
@@ -25,9 +21,9 @@ def test_swaps_take_another_row_of_the_same_language_and_task():
 
 def test_answer_loss_counts_only_answer_tokens(tiny_model, tiny_corpus, capsys):
     from vinci.data.rows import read_rows
-    from vinci.evaluate import load_for_eval
 
-    net, processor = load_for_eval(str(tiny_model), None)
+    net, processor = load_policy(str(tiny_model), None)
+    assert not any(m.training for m in net.modules()) and not any(p.requires_grad for p in net.parameters())  # LoRA dropout off
     rows = read_rows(tiny_corpus / "sft_test.jsonl", schema="sft", min_pixels=56 * 56, max_pixels=224 * 224)
     example = rows[0]
     (loss,) = answer_losses(net, processor, [example])

@@ -23,7 +23,7 @@ CHARTS = ("CB_1", "line_22", "3d_7")  # a bar chart, a line chart and a 3D chart
 def eval_config(tmp_path: Path, tiny_model: Path, **data) -> Path:
     config = yaml.safe_load((ROOT / "configs" / "eval.yaml").read_text())
     config["trainer"].update(logger=False, default_root_dir=str(tmp_path / "root"))
-    config["trainer"]["callbacks"][0]["init_args"]["output_dir"] = str(tmp_path / "predict")
+    config["predictions"]["init_args"]["output_dir"] = str(tmp_path / "predict")
     backbone = config["model"]["init_args"]["backbone"]
     backbone.update(model=str(tiny_model), adapter=None, embedded=False)
     config["model"]["init_args"]["max_new_tokens"] = 16
@@ -70,7 +70,8 @@ def test_chartmimic_folder_against_itself(corpora, tiny_model, tmp_path):
     for name in CHARTS:
         for ext in (".py", ".png"):
             shutil.copy(corpora / "chart" / f"{name}{ext}", folder)
-    config = eval_config(tmp_path, tiny_model, benchmark={"dir": str(folder)}, batch_size=3, max_pixels=1280 * 28 * 28)
+    config = eval_config(tmp_path, tiny_model, benchmark={"dir": str(folder)}, synthetic=None, batch_size=3,
+                         max_pixels=1280 * 28 * 28)  # no synthetic corpus: prepare_data would build one in the repo
     trainer = run("test", config, "--model.init_args.render_options.python_dpi=100", "--model.init_args.oracle=true")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert metrics["test/chart/render"] == 1.0

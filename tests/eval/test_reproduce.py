@@ -1,6 +1,5 @@
 """benchmarks/reproduce.py: derived configs write only under --out, parse, and differ only in the reward."""
 
-import sys
 from pathlib import Path
 
 import yaml
@@ -8,10 +7,7 @@ import yaml
 from main import cli_main
 from vinci.eval.records import Prediction
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.reproduce import format_results, load, retarget, virl_config  # noqa: E402
+from benchmarks.reproduce import format_results, load, retarget, virl_config
 
 
 def paths_in(config: dict) -> list[str]:
