@@ -324,9 +324,16 @@ def _render(todo: list[_Program], cache: Path, options: RenderOptions, workers: 
     """Render each program to its cache file; returns {program path: error} for the failures."""
     from vinci.render import RenderJob, RenderPool  # starts nothing until called
 
+    from tqdm.auto import tqdm
+
     log.info("rendering %d reference images into %s", len(todo), cache)
-    with RenderPool(workers=workers, timeout=timeout, options=options) as pool:
-        results = pool.render_many([RenderJob(p.language, p.code) for p in todo])
+    results = []
+    with RenderPool(workers=workers, timeout=timeout, options=options) as pool, \
+            tqdm(total=len(todo), desc="rendering references", unit="image", disable=None) as bar:
+        for start in range(0, len(todo), 4 * workers):  # a few per worker between bar updates
+            chunk = todo[start:start + 4 * workers]
+            results += pool.render_many([RenderJob(p.language, p.code) for p in chunk])
+            bar.update(len(chunk))
     cache.mkdir(parents=True, exist_ok=True)
     errors = {}
     for program, result in zip(todo, results):

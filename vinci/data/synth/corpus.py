@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from tqdm.auto import tqdm
+
 from vinci import tasks
 from vinci.data.synth.programs import Program, generate
 from vinci.render import RenderJob, RenderOptions, RenderPool
@@ -80,12 +82,13 @@ def _render(programs: list[Program], pool: RenderPool, options: RenderOptions, t
     """Render every program; languages are interleaved so browser and fork workers overlap."""
     order = sorted(range(len(programs)), key=lambda i: (i % 7, i))  # mixes languages per chunk
     results: list = [None] * len(programs)
-    for start in range(0, len(order), CHUNK):
-        chunk = order[start:start + CHUNK]
-        jobs = [RenderJob(programs[i].language, programs[i].code, timeout, options) for i in chunk]
-        for i, result in zip(chunk, pool.render_many(jobs)):
-            results[i] = result
-        log.info("rendered %d/%d programs", min(start + CHUNK, len(order)), len(order))
+    with tqdm(total=len(order), desc="rendering the synthetic corpus", unit="program", disable=None) as bar:
+        for start in range(0, len(order), CHUNK):
+            chunk = order[start:start + CHUNK]
+            jobs = [RenderJob(programs[i].language, programs[i].code, timeout, options) for i in chunk]
+            for i, result in zip(chunk, pool.render_many(jobs)):
+                results[i] = result
+            bar.update(len(chunk))
     return results
 
 
