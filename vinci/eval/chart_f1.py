@@ -1,26 +1,30 @@
-"""ChartMimic-style low-level chart F1 from two call traces (see `vinci.render.trace`).
+"""Low-level chart scores from two call traces (see `vinci.render.trace`): ChartMimic's four,
+as ChartMimic defines them (`vinci.eval.chartmimic`), and two of vinci's own.
 
-A chart program is traced while it renders; its trace lists the plotting calls it made (with
-the colours of the elements each call drew), the texts on the figure and its subplot grid.
-A generated program is scored against the reference program on four F1 scores, no LLM:
+A chart program is traced while it renders in the sandbox. A generated program is scored
+against the reference program, no LLM:
 
-    text_f1    multiset F1 of the drawn texts (whitespace collapsed, otherwise exact)
-    type_f1    multiset F1 of the call types ("plot", "hist", "3d:bar3d", ...)
-    layout_f1  multiset F1 of the subplot cells (nrows, ncols, row/col start and stop)
-    color_f1   soft multiset F1 of the element colours of all calls, whichever type drew them:
-               colours are matched one-to-one to maximise the summed similarity
+    text_f1, type_f1, color_f1, layout_f1
+               ChartMimic's low-level F1s (`vinci.eval.chartmimic`): tick labels excluded,
+               ΔE2000 colours matched within each drawing function, colormaps by name,
+               twin axes and colorbars as grid cells, nothing-vs-nothing = 0
+    vinci_text_f1
+               vinci's own: multiset F1 of every drawn, non-empty text, tick labels included
+               (whitespace collapsed, otherwise exact), so two charts that differ only in
+               their ticks differ here
+    vinci_color_f1
+               vinci's own: soft multiset F1 of the colours of every drawn element, whichever
+               call drew it; a colour-mapped image contributes its colormap sampled at 8
+               points, so Greys against Blues is partly alike rather than 0. Colours are
+               matched one-to-one to maximise the summed similarity
                s(a, b) = max(0, 1 - ΔE(a, b) / 100), ΔE the CIE76 distance in Lab (D65);
-               identical colours are paired first (always optimal, since ΔE is a metric),
-               the rest by the Hungarian algorithm. With S the summed similarity of the
-               matching, precision S/|pred|, recall S/|ref|, F1 = 2S / (|pred| + |ref|).
+               identical colours are paired first (always optimal, since ΔE is a metric), the
+               rest by the Hungarian algorithm. With S the summed similarity of the matching,
+               F1 = 2S / (|pred| + |ref|).
 
-Multiset F1 is 2·|pred ∩ ref| / (|pred| + |ref|) with multiplicities. Conventions: both sides
-empty scores 1.0 (nothing to draw, nothing drawn: a perfect match; e.g. a figure with no
-texts); one side empty scores 0.0; a missing prediction trace (the program did not render, or
-was not traced) scores 0.0 on all four.
-
-Simplifications against ChartMimic: texts are not fuzzy-matched, colours are not grouped by
-chart type, and types are matplotlib method names rather than a hand-made taxonomy.
+vinci's own use multiset F1 2·|pred ∩ ref| / (|pred| + |ref|) with multiplicities, both sides
+empty scoring 1.0. A missing prediction trace (the program did not render, or was not traced)
+scores 0.0 on all six.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ from typing import Hashable, Iterable, Optional
 
 import numpy as np
 
+from vinci.eval.chartmimic import SCORE_KEYS as CHARTMIMIC_KEYS
+from vinci.eval.chartmimic import chartmimic_scores
 from vinci.render.trace import clean_trace
 
-SCORE_KEYS = ("text_f1", "type_f1", "color_f1", "layout_f1")
+VINCI_KEYS = ("vinci_text_f1", "vinci_color_f1")
+SCORE_KEYS = CHARTMIMIC_KEYS + VINCI_KEYS
 DELTA_E_SCALE = 100.0  # a CIE76 distance this large (black vs white) counts as no similarity
 
 
@@ -77,7 +84,7 @@ def matched_similarity(pred: list[str], ref: list[str]) -> float:
     return total
 
 
-def color_f1(pred: list[str], ref: list[str]) -> float:
+def element_color_f1(pred: list[str], ref: list[str]) -> float:
     """Soft F1 of two colour multisets: 2S / (|pred| + |ref|); 1.0 when both are empty."""
     if not pred and not ref:
         return 1.0
@@ -86,20 +93,20 @@ def color_f1(pred: list[str], ref: list[str]) -> float:
     return 2.0 * matched_similarity(pred, ref) / (len(pred) + len(ref))
 
 
-def _parts(trace: dict) -> tuple[list[str], list[str], list[str], list[tuple]]:
-    """(texts, types, colours, layout cells) of a trace, checked by `clean_trace`."""
+def _parts(trace: dict) -> tuple[list[str], list[str], dict]:
+    """(vinci's texts, vinci's element colours, the ChartMimic part) of a trace, checked by
+    `clean_trace`."""
     clean = clean_trace(trace)
     if clean is None:
         raise TypeError(f"a trace is a dict, got {type(trace).__name__}")
     texts = [" ".join(t.split()) for t in clean["texts"]]
-    types = [call["type"] for call in clean["calls"]]
     colors = [c for call in clean["calls"] for c in call["colors"]]
-    return [t for t in texts if t], types, colors, [tuple(cell) for cell in clean["layout"]]
+    return [t for t in texts if t], colors, clean["chartmimic"]
 
 
 def chart_scores(pred_trace: Optional[dict], ref_trace: dict) -> dict[str, float]:
-    """{text_f1, type_f1, color_f1, layout_f1} of a predicted chart's trace against the
-    reference's, each in [0, 1]; all 0.0 when `pred_trace` is None."""
+    """{text_f1, type_f1, color_f1, layout_f1, vinci_text_f1, vinci_color_f1} of a predicted
+    chart's trace against the reference's, each in [0, 1]; all 0.0 when `pred_trace` is None."""
     if ref_trace is None:
         raise ValueError("chart_scores needs the reference trace; got None")
     ref = _parts(ref_trace)
@@ -107,8 +114,7 @@ def chart_scores(pred_trace: Optional[dict], ref_trace: dict) -> dict[str, float
         return dict.fromkeys(SCORE_KEYS, 0.0)
     pred = _parts(pred_trace)
     return {
-        "text_f1": multiset_f1(pred[0], ref[0]),
-        "type_f1": multiset_f1(pred[1], ref[1]),
-        "color_f1": color_f1(pred[2], ref[2]),
-        "layout_f1": multiset_f1(pred[3], ref[3]),
+        **chartmimic_scores(pred[2], ref[2]),
+        "vinci_text_f1": multiset_f1(pred[0], ref[0]),
+        "vinci_color_f1": element_color_f1(pred[1], ref[1]),
     }

@@ -1,7 +1,7 @@
 """Benchmark metrics as torchmetrics Metrics: one running mean per (domain, score).
 
 `DomainScores` holds a `MeanMetric` for every score name of `vinci.eval.records.SCORE_NAMES`
-in every domain (chart, icon, web, figure) and overall ("all"). The module updates it with
+(plus vinci's own chart scores, `vinci.eval.chart_f1.VINCI_KEYS`) in every domain (chart, icon, web, figure) and overall ("all"). The module updates it with
 each batch's per-sample scores and logs the Metric objects themselves, so Lightning syncs them
 across processes and resets them at the end of the epoch:
 
@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 from torchmetrics import MeanMetric
 
+from vinci.eval.chart_f1 import VINCI_KEYS
 from vinci.eval.records import SCORE_NAMES
 from vinci.tasks import TASKS
 
@@ -28,7 +29,7 @@ OVERALL = "all"
 
 
 class DomainScores(torch.nn.Module):
-    def __init__(self, score_names: Sequence[str] = SCORE_NAMES):
+    def __init__(self, score_names: Sequence[str] = SCORE_NAMES + VINCI_KEYS):
         super().__init__()
         self.score_names = tuple(score_names)
         self.domains = tuple(task.domain for task in TASKS.values()) + (OVERALL,)

@@ -7,8 +7,11 @@
       ssim     structural similarity of the render, resized to the reference's size (0 when not rendered)
       reward   0.9 visual + 0.1 format, the ViRL training reward
       text_f1, type_f1, color_f1, layout_f1
-               charts only, when the reference program is known: ChartMimic-style low-level F1
-               from the matplotlib calls both programs make (`vinci.eval.chart_f1`)
+               charts only, when the reference program is known: ChartMimic's low-level F1s,
+               as ChartMimic defines them, from the matplotlib calls both programs make
+      vinci_text_f1, vinci_color_f1
+               alongside them: vinci's own variants (tick labels counted; every element's
+               colour, colormaps sampled) (`vinci.eval.chart_f1`)
 
 Simplification: SSIM is computed on the RGB images at the reference's resolution with
 torchmetrics' default 11x11 Gaussian window; no LLM-judged high-level score is computed.

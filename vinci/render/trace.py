@@ -31,6 +31,10 @@ Simplifications:
   counts as a 1x1 grid cell [1, 1, 0, 1, 0, 1]; an axes a colorbar squeezed into a nested
   grid keeps its original cell; other nested grids report their own (inner) geometry.
 
+The trace also carries `chartmimic`: {texts, types, colors, layout}, what ChartMimic's own
+low-level evaluator sees of the chart, recorded by `vinci.eval.chartmimic_record` in the same
+run (see there for the definitions); `vinci.eval.chartmimic` scores it.
+
 Outside the job process a trace is untrusted data: `clean_trace` checks every type and caps
 every size; the job, the worker and the pool each apply it. Nothing here imports matplotlib
 at module import time.
@@ -53,6 +57,11 @@ MAX_AXES = 64  # layout cells per trace
 MAX_TYPE_CHARS = 48
 MAX_GRID = 1000  # largest row/column number a layout cell may hold
 CMAP_SAMPLES = 8  # colours reported for a colour-mapped image
+MAX_CM_TEXTS = 768  # ChartMimic texts per trace (an annotated heatmap draws one per cell; the
+# whole trace must stay under the frame protocol's 1 MiB header even with \uXXXX-escaped texts)
+MAX_CM_TYPES = 1024  # ChartMimic type calls per trace
+MAX_CM_COLORS = 512  # ChartMimic colour entries per trace
+MAX_NAME_CHARS = 64  # a colour's group or colormap name
 
 # Plotting methods traced on Axes (and on Axes3D where it defines its own).
 PLOT_METHODS = (
@@ -75,7 +84,11 @@ ALIASES = {"plot3D": "plot", "scatter3D": "scatter", "contour3D": "contour", "co
 
 
 def empty_trace() -> dict:
-    return {"calls": [], "texts": [], "layout": []}
+    return {"calls": [], "texts": [], "layout": [], "chartmimic": empty_chartmimic()}
+
+
+def empty_chartmimic() -> dict:
+    return {"texts": [], "types": [], "colors": [], "layout": []}
 
 
 # ----------------------------------------------------------------------------- validation
@@ -121,6 +134,29 @@ def clean_trace(trace: Any) -> Optional[dict]:
     out["texts"] = [t[:MAX_TEXT_CHARS] for t in texts if isinstance(t, str) and t][:MAX_TEXTS]
     layout = trace.get("layout") if isinstance(trace.get("layout"), list) else []
     out["layout"] = [cell for cell in map(_clean_cell, layout) if cell is not None][:MAX_AXES]
+    out["chartmimic"] = _clean_chartmimic(trace.get("chartmimic"))
+    return out
+
+
+def _strings(value: Any, cap: int, chars: int) -> list[str]:
+    return [v[:chars] for v in (value if isinstance(value, list) else []) if isinstance(v, str)][:cap]
+
+
+def _clean_chartmimic(value: Any) -> dict:
+    """The `chartmimic` part of a trace, checked and capped; empty when absent."""
+    out = empty_chartmimic()
+    if not isinstance(value, dict):
+        return out
+    out["texts"] = _strings(value.get("texts"), MAX_CM_TEXTS, MAX_TEXT_CHARS)  # "" is a drawn line too
+    out["types"] = [t for t in _strings(value.get("types"), MAX_CM_TYPES, MAX_TYPE_CHARS) if t]
+    colors = value.get("colors") if isinstance(value.get("colors"), list) else []
+    out["colors"] = [
+        [c[0][:MAX_NAME_CHARS], c[1][:MAX_NAME_CHARS]]
+        for c in colors
+        if isinstance(c, (list, tuple)) and len(c) == 2 and all(isinstance(v, str) and v for v in c)
+    ][:MAX_CM_COLORS]
+    layout = value.get("layout") if isinstance(value.get("layout"), list) else []
+    out["layout"] = [cell for cell in map(_clean_cell, layout) if cell is not None][:MAX_AXES]
     return out
 
 
@@ -142,6 +178,9 @@ class CallTracer:
     """
 
     def __init__(self):
+        from vinci.eval.chartmimic_record import ChartMimicRecorder
+
+        self.chartmimic = ChartMimicRecorder()
         self.calls: list[_Call] = []
         self.depth = 0  # > 0 while a traced call runs: nested calls are not recorded
         self.texts: Optional[dict[int, str]] = None  # id(Text) -> text, while a capture draws
@@ -149,8 +188,7 @@ class CallTracer:
         self.error: Optional[str] = None
 
     @contextmanager
-    def installed(self):
-        """Wrap the plotting methods and Text.draw for the duration of the block."""
+    def _installed(self):
         from matplotlib.axes import Axes
         from matplotlib.axes._base import _AxesBase  # defines the add_* methods
         from matplotlib.text import Text
@@ -176,6 +214,13 @@ class CallTracer:
         finally:
             for cls, name, original in reversed(saved):
                 setattr(cls, name, original)
+
+    @contextmanager
+    def installed(self):
+        """Wrap the plotting methods and Text.draw for the duration of the block (ChartMimic's
+        recorder innermost, so it sees matplotlib's own functions)."""
+        with self.chartmimic.installed(), self._installed():
+            yield self
 
     def _wrap(self, method, name: str):
         from matplotlib.axes import Axes
@@ -218,12 +263,18 @@ class CallTracer:
     def collect_texts(self) -> None:
         """Start recording the texts that draw (call before a capture's savefig)."""
         self.texts = {}
+        self.chartmimic.collect_texts()
 
     def capture(self, figure) -> None:
         """Read the trace off `figure`, which has just been drawn."""
         texts, self.texts = self.texts or {}, None
         try:
-            trace = {"calls": self._calls_on(figure), "texts": list(texts.values()), "layout": _layout(figure)}
+            trace = {
+                "calls": self._calls_on(figure),
+                "texts": list(texts.values()),
+                "layout": _layout(figure),
+                "chartmimic": self.chartmimic.capture(figure),
+            }
         except Exception as error:  # a program that broke matplotlib's getters: no trace, said why
             self.trace, self.error = None, f"trace failed: {type(error).__name__}: {error}"[:300]
             return
