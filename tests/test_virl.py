@@ -175,7 +175,7 @@ def test_wrong_callback_order_says_how_to_fix(tmp_path, tiny_model, tiny_corpus,
     with pytest.raises(ValueError, match="RewardLogger is missing"):
         check_pipeline([RolloutSampler(), RenderRollouts()])
     config = virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter)
-    with pytest.raises(ValueError, match="RolloutSampler is missing.*configs/virl.yaml"):
+    with pytest.raises(ValueError, match="(?s)RolloutSampler is missing.*configs/virl.yaml"):
         cli_main(["fit", "--config", str(config), "--sampler", "null"])
 
 
