@@ -133,12 +133,26 @@ def load_processor(model: str):
     return processor
 
 
+def four_bit_kwargs(quant: Quantization, device_map=None) -> dict:
+    """from_pretrained arguments that load the base in 4 bit (bitsandbytes) on one device."""
+    from transformers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.quant_type,
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, quant.compute_dtype),
+    )
+    device = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+    return {"quantization_config": config, "device_map": device_map or device}
+
+
 def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
     """Return (peft model, processor). With `trainable`, ready for training: only LoRA parameters
     require grad. Without it (evaluation), nothing requires grad and a 4-bit model is not prepared
     for k-bit training (no fp32 upcasts, no input grads)."""
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+    from transformers import AutoModelForImageTextToText
 
     ensure_model(settings)
     dtype = resolve_dtype(settings.dtype)
@@ -147,13 +161,7 @@ def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
         kwargs["attn_implementation"] = settings.attn_implementation
     quant = settings.quantization
     if quant.load_in_4bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=quant.quant_type,
-            bnb_4bit_use_double_quant=quant.double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, quant.compute_dtype),
-        )
-        kwargs["device_map"] = device_map or ({"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"})
+        kwargs.update(four_bit_kwargs(quant, device_map))
     elif device_map is not None:
         kwargs["device_map"] = device_map
     try:

@@ -15,21 +15,9 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from vinci.leftovers import remove_dead
+
 PARTIAL = ".partial-"
-
-
-def remove_dead_partials(target: Path) -> None:
-    """Delete staging files of `target` whose writer process is gone."""
-    for leftover in target.parent.glob(f".{target.name}{PARTIAL}*"):
-        pid = leftover.name.rsplit("-", 1)[-1]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            leftover.unlink(missing_ok=True)
-        except PermissionError:  # alive, another user's
-            pass
 
 
 class LocalAtomicCheckpointIO(TorchCheckpointIO):
@@ -38,7 +26,7 @@ class LocalAtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        remove_dead_partials(target)
+        remove_dead(target.parent.glob(f".{target.name}{PARTIAL}*"))
         staged = target.with_name(f".{target.name}{PARTIAL}{os.getpid()}")
         try:
             with open(staged, "wb") as handle:

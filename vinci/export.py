@@ -29,6 +29,7 @@ from vinci.backbone import (
     Backbone,
     Quantization,
     ensure_model,
+    four_bit_kwargs,
     load_processor,
     resolve_adapter,
 )
@@ -67,19 +68,13 @@ def refuse_offline_push(repo_id: Optional[str]) -> None:
 def merge(adapter: Path, settings: Backbone, dtype: torch.dtype):
     """(merged transformers model, processor)."""
     from peft import PeftModel
-    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+    from transformers import AutoModelForImageTextToText
 
     ensure_model(settings)
     quant = settings.quantization
     kwargs: dict = dict(dtype=dtype)
     if quant.load_in_4bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=quant.quant_type,
-            bnb_4bit_use_double_quant=quant.double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, quant.compute_dtype),
-        )
-        kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+        kwargs.update(four_bit_kwargs(quant))
     base = AutoModelForImageTextToText.from_pretrained(settings.model, **kwargs)
     if quant.load_in_4bit:
         base = base.dequantize()  # the NF4 weights the adapter saw, as `dtype` tensors

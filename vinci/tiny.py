@@ -24,6 +24,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vinci.leftovers import remove_dead
+
 log = logging.getLogger(__name__)
 
 # Qwen2-VL's special tokens; the processor and the model config refer to them by name.
@@ -182,20 +184,6 @@ def is_built(out: Path, stamp: dict) -> bool:
     return path.is_file() and json.loads(path.read_text()) == stamp
 
 
-def remove_dead_leftovers(out: Path) -> None:
-    """Delete the temporary folders that killed builds of `out` left beside it."""
-    for leftover in out.parent.glob(f".{out.name}.*-*"):
-        pid = leftover.name.rsplit("-", 1)[-1]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(leftover, ignore_errors=True)
-        except PermissionError:  # alive, another user's
-            pass
-
-
 def write_model_dir(out: Path, model_class, config, processor, stamp: dict, seed: int) -> Path:
     """Build `model_class(config)` with seeded weights and save it, its processor and a generation
     config as an ordinary model directory; the stamp is written last."""
@@ -215,7 +203,7 @@ def write_model_dir(out: Path, model_class, config, processor, stamp: dict, seed
     # Written under a temporary name beside `out` and renamed into place, so a killed build
     # leaves no half-written model, and two processes building at once never read one.
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_leftovers(out)
+    remove_dead(out.parent.glob(f".{out.name}.*-*"))  # what killed builds left beside it
     staged = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(staged, ignore_errors=True)
     model.save_pretrained(staged)
