@@ -113,6 +113,8 @@ def quiet_console() -> None:
     # ViRL steps its optimizer itself, so Lightning warns that a checkpoint holds the weights
     # after that step, with a code sample; that is what a ViRL checkpoint should hold.
     warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
+    # Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates, at every step.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 class ParseOnly(VinciCLI):
