@@ -113,3 +113,35 @@ def test_refuses_foreign_folders_and_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="unknown language"):
         build_corpus(tmp_path / "x", languages=["cobol"])
     assert read_manifest(tmp_path / "x") is None
+
+
+def _killed_build(out: str) -> None:
+    import os
+    import signal
+
+    import vinci.data.synth.corpus as corpus
+
+    def write_then_die(path, rows):
+        path.write_text("{")  # half a file
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    corpus._write_jsonl = write_then_die
+    corpus.build_corpus(out, seed=3, n_train=1, n_val=0, n_test=0, languages=["svg"])
+
+
+def test_a_killed_rebuild_leaves_the_earlier_corpus_whole(tmp_path, pool):
+    import multiprocessing
+    import signal
+
+    out = tmp_path / "corpus"
+    build_corpus(out, seed=1, n_train=1, n_val=0, n_test=0, languages=["svg"], pool=pool)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    child = multiprocessing.get_context("fork").Process(target=_killed_build, args=(str(out),))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -signal.SIGKILL
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert read_manifest(out)["seed"] == 1
+    build_corpus(out, seed=2, n_train=1, n_val=0, n_test=0, languages=["svg"], pool=pool)
+    assert read_manifest(out)["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]  # the killed build's folder is gone

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -29,6 +30,7 @@ from typing import Optional, Sequence
 from tqdm.auto import tqdm
 
 from vinci import tasks
+from vinci.leftovers import remove_dead
 from vinci.data.synth.programs import Program, generate
 from vinci.render import RenderJob, RenderOptions, RenderPool
 
@@ -55,27 +57,33 @@ def read_manifest(out_dir: str | Path) -> Optional[dict]:
     return manifest if isinstance(manifest, dict) and manifest.get("version") == VERSION else None
 
 
-def _prepare(out: Path) -> None:
-    """Make `out` ready: absent, empty, or holding a (possibly interrupted) corpus, whose files go.
-
-    Other files are never deleted; without a manifest they make the build refuse the folder.
-    """
+def _check_target(out: Path) -> list[str]:
+    """Refuse an `out` that is a file, or a non-empty folder that is not a corpus; return the
+    names of files in it that are not the corpus's own (kept across a rebuild)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"corpus output {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    if not out.is_dir():
+        return []
     ours = {MANIFEST, "images", *(f"{s}_{p}.jsonl" for s in ("sft", "rl") for p in SPLITS)}
-    present = {p.name for p in out.iterdir()}
-    foreign = sorted(present - ours)
+    foreign = sorted({p.name for p in out.iterdir()} - ours)
     if foreign and not (out / MANIFEST).is_file():
         raise ValueError(f"refusing to build the corpus into {out}: it is not empty "
                          f"(it holds {', '.join(foreign[:3])}) and has no {MANIFEST}")
-    (out / MANIFEST).unlink(missing_ok=True)  # first: an interrupted rebuild is never "complete"
-    for name in sorted(present & ours - {MANIFEST}):
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    return foreign
+
+
+def _install(staged: Path, out: Path, foreign: list[str]) -> None:
+    """Rename the finished corpus `staged` to `out`, replacing an earlier corpus there (files
+    that are not the corpus's own move across)."""
+    if not out.exists():
+        os.rename(staged, out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    os.rename(out, old)
+    os.rename(staged, out)
+    for name in foreign:
+        os.rename(old / name, out / name)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _render(programs: list[Program], pool: RenderPool, options: RenderOptions, timeout: float) -> list:
@@ -135,60 +143,72 @@ def build_corpus(out_dir: str | Path, seed: int = 0, n_train: int = 300, n_val: 
     languages = list(dict.fromkeys(tasks.canonical(lang) for lang in languages))
     started = time.monotonic()
     out = Path(out_dir)
-    _prepare(out)
-    sizes = {"train": n_train, "val": n_val, "test": n_test}
-    programs = {lang: generate(lang, sum(sizes.values()), seed) for lang in languages}
-    flat = [p for lang in languages for p in programs[lang]]
-    options = options or RENDER_OPTIONS
-    if pool is None:
-        with RenderPool(workers=workers, timeout=timeout, options=options) as own:
-            results = iter(_render(flat, own, options, timeout))
-    else:
-        results = iter(_render(flat, pool, options, timeout))
+    foreign = _check_target(out)
+    # Written under a temporary name beside `out` and renamed into place when complete, so a
+    # killed build leaves the earlier corpus (or none), never half of one.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead(out.parent.glob(f".{out.name}.*-*"))  # what killed builds left
+    final, out = out, out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    try:
+        sizes = {"train": n_train, "val": n_val, "test": n_test}
+        programs = {lang: generate(lang, sum(sizes.values()), seed) for lang in languages}
+        flat = [p for lang in languages for p in programs[lang]]
+        options = options or RENDER_OPTIONS
+        if pool is None:
+            with RenderPool(workers=workers, timeout=timeout, options=options) as own:
+                results = iter(_render(flat, own, options, timeout))
+        else:
+            results = iter(_render(flat, pool, options, timeout))
 
-    counts: dict = {split: {} for split in SPLITS}
-    rows: dict = {split: [] for split in SPLITS}
-    for lang in languages:
-        cut = 0
-        failures = []
+        counts: dict = {split: {} for split in SPLITS}
+        rows: dict = {split: [] for split in SPLITS}
+        for lang in languages:
+            cut = 0
+            failures = []
+            for split in SPLITS:
+                chosen = programs[lang][cut:cut + sizes[split]]
+                cut += sizes[split]
+                folder = out / "images" / split
+                folder.mkdir(parents=True, exist_ok=True)
+                kept = []
+                for index, program in enumerate(chosen):
+                    result = next(results)
+                    if not result.ok:
+                        failures.append(result.error)
+                        continue
+                    name = f"images/{split}/{lang}_{index:04d}.png"
+                    result.image.convert("RGB").save(out / name, format="PNG")
+                    kept.append((program, name))
+                pick = random.Random(f"vinci-corpus:{seed}:{split}:{lang}")
+                refine = set(pick.sample(range(len(kept)), round(refine_fraction * len(kept))))
+                for k, (program, name) in enumerate(kept):
+                    rows[split] += _rows(program, name, k in refine)
+                counts[split][lang] = {"programs": len(kept), "dropped": len(chosen) - len(kept),
+                                       "direct": len(kept), "refine": len(refine)}
+            if failures:
+                log.warning("%s: %d programs failed to render and were dropped; first error: %s",
+                            lang, len(failures), failures[0])
+            if len(failures) > 0.1 * len(programs[lang]):
+                raise RuntimeError(f"{len(failures)} of {len(programs[lang])} {lang} programs failed to render "
+                                   f"(first error: {failures[0]}); is the renderer installed?")
+
+        files = {}
         for split in SPLITS:
-            chosen = programs[lang][cut:cut + sizes[split]]
-            cut += sizes[split]
-            folder = out / "images" / split
-            folder.mkdir(parents=True, exist_ok=True)
-            kept = []
-            for index, program in enumerate(chosen):
-                result = next(results)
-                if not result.ok:
-                    failures.append(result.error)
-                    continue
-                name = f"images/{split}/{lang}_{index:04d}.png"
-                result.image.convert("RGB").save(out / name, format="PNG")
-                kept.append((program, name))
-            pick = random.Random(f"vinci-corpus:{seed}:{split}:{lang}")
-            refine = set(pick.sample(range(len(kept)), round(refine_fraction * len(kept))))
-            for k, (program, name) in enumerate(kept):
-                rows[split] += _rows(program, name, k in refine)
-            counts[split][lang] = {"programs": len(kept), "dropped": len(chosen) - len(kept),
-                                   "direct": len(kept), "refine": len(refine)}
-        if failures:
-            log.warning("%s: %d programs failed to render and were dropped; first error: %s",
-                        lang, len(failures), failures[0])
-        if len(failures) > 0.1 * len(programs[lang]):
-            raise RuntimeError(f"{len(failures)} of {len(programs[lang])} {lang} programs failed to render "
-                               f"(first error: {failures[0]}); is the renderer installed?")
-
-    files = {}
-    for split in SPLITS:
-        random.Random(f"vinci-corpus:{seed}:{split}:order").shuffle(rows[split])
-        for schema, column in (("sft", 0), ("rl", 1)):
-            name = f"{schema}_{split}.jsonl"
-            _write_jsonl(out / name, [pair[column] for pair in rows[split]])
-            files[name] = len(rows[split])
-    manifest = {"version": VERSION, "seed": seed, "languages": languages, "sizes": sizes,
-                "refine_fraction": refine_fraction, "render_options": options.to_dict(),
-                "files": files, "counts": counts}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    log.info("synthetic corpus in %s: %d rows in %.1f s", out, sum(files.values()) // 2,
+            random.Random(f"vinci-corpus:{seed}:{split}:order").shuffle(rows[split])
+            for schema, column in (("sft", 0), ("rl", 1)):
+                name = f"{schema}_{split}.jsonl"
+                _write_jsonl(out / name, [pair[column] for pair in rows[split]])
+                files[name] = len(rows[split])
+        manifest = {"version": VERSION, "seed": seed, "languages": languages, "sizes": sizes,
+                    "refine_fraction": refine_fraction, "render_options": options.to_dict(),
+                    "files": files, "counts": counts}
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _install(out, final, foreign)
+    except BaseException:  # a failed build leaves nothing behind
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    log.info("synthetic corpus in %s: %d rows in %.1f s", final, sum(files.values()) // 2,
              time.monotonic() - started)
-    return out
+    return final
