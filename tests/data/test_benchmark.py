@@ -31,7 +31,7 @@ def test_chart_corpus_reads_as_programs_with_their_pngs(corpora, tmp_path):
     bench = read_benchmark(folder, references_dir=tmp_path / "refs", **PIXELS)
 
     assert isinstance(bench, BenchmarkSet) and bench.kind == "programs"
-    scripts = len(list(folder.glob("*.py")))  # 86 in ../shared/corpora, 22 in the vendored sample
+    scripts = len(list(folder.glob("*.py")))  # 86 in ../shared/corpora, 26 in the vendored sample
     assert scripts >= 20 and len(bench) == scripts and bench.languages() == {"python": scripts} and bench.skipped == {}
     assert bench.rendered == 0 and not (tmp_path / "refs").exists()
     assert [e.id for e in bench.rows] == sorted(p.stem for p in folder.glob("*.py"))
