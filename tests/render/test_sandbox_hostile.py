@@ -151,6 +151,14 @@ def test_every_job_starts_from_an_empty_scratch(either):
     wrote = report(either, LEAVE)
     assert wrote.get("wrote"), "the job could write nowhere at all"
     seen = report(either, LOOK)
+    # A checkout (or its venv) that lives under /tmp is bound read-only into the job's view, so
+    # the scratch shows that bind's parent folder: a mount point, not something a job left.
+    from vinci.render.sandbox import visible_paths
+
+    skeleton = {p.relative_to("/tmp").parts[0] for p in map(Path, visible_paths()) if p.is_relative_to("/tmp") and p != Path("/tmp")}
+    kept = [[place, [n for n in names if n not in skeleton]] for place, names in seen.pop("not empty", [])]
+    if any(names for _, names in kept):
+        seen["not empty"] = [entry for entry in kept if entry[1]]
     assert seen == {}, f"left by the job before: {seen} (it wrote to {wrote['wrote']})"
 
 
