@@ -237,3 +237,17 @@ def test_held_out_validation_during_fit_logs_format_render_and_visual(tmp_path, 
     # the reference programs, rendered with the corpus's own settings, score as their images
     assert float(metrics["val/format"]) == 1.0 and float(metrics["val/render"]) == 1.0
     assert float(metrics["val/visual"]) > 0.95 and float(metrics["val/reward"]) > 0.95
+
+
+def test_the_policy_trains_in_train_mode_without_dropout(tiny_model, tmp_path):
+    """Train mode (gradient checkpointing only runs in it) but no dropout: the update must score
+    tokens as the sampler drew them, and the reference adapter's loading must not leave eval mode."""
+    from vinci.backbone import Backbone, Lora, load_backbone, save_adapter
+    from vinci.virl import ViRLModule
+
+    adapter = save_adapter(*load_backbone(Backbone(model=str(tiny_model), lora=Lora(dropout=0.3))), tmp_path / "sft")
+    module = ViRLModule(Backbone(model=str(tiny_model), adapter=str(adapter)), kl_coef=0.1)
+    module.configure_model()
+    assert module.model.training and all(m.training for m in module.model.modules())
+    dropouts = [m for m in module.model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(m.p == 0.0 for m in dropouts)

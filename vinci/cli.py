@@ -131,17 +131,20 @@ def parse_config(args: list[str]):
 
 def cli_main(args: Optional[list[str]] = None, run: bool = True):
     """The `fit | validate | test | predict` CLI, or `export` (merge an adapter into its base)."""
-    args = list(sys.argv[1:] if args is None else args)
+    from_argv = args is None
+    args = list(sys.argv[1:] if from_argv else args)
     quiet_console()
     if args[:1] == ["export"]:
         from vinci.export import export_main
 
         return export_main(args[1:])
+    if from_argv:  # Lightning warns when given args while sys.argv has some: rewrite argv itself
+        sys.argv[1:] = nested_nulls(args)
     return VinciCLI(
         BackboneModule,
         VinciDataModule,
         subclass_mode_model=True,
-        args=nested_nulls(args),
+        args=None if from_argv else nested_nulls(args),
         run=run,
         save_config_kwargs={"overwrite": True},
     )

@@ -18,6 +18,7 @@ the frozen starting adapter loaded a second time as another peft adapter on the 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -128,9 +129,19 @@ class ViRLModule(BackboneModule):
         if self.kl_coef > 0:
             if not self.backbone.adapter:
                 raise ValueError("kl_coef > 0 needs backbone.adapter: the frozen SFT adapter is the reference policy")
-            self.model.load_adapter(str(resolve_adapter(self.backbone.adapter)), adapter_name=REFERENCE, is_trainable=False)
+            with warnings.catch_warnings():
+                # peft looks for tied modules again for the second adapter; the output head's copy
+                # is tied by tie_output_head below, so its "no tied modules" note does not apply.
+                warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*no tied modules")
+                self.model.load_adapter(str(resolve_adapter(self.backbone.adapter)), adapter_name=REFERENCE, is_trainable=False)
             tie_output_head(self.model, REFERENCE)
             self.model.set_adapter("default")
+            self.model.train()  # load_adapter of an inference adapter puts the whole model in eval mode
+        # The update scores tokens under the policy that sampled them (and the reference with it),
+        # so dropout, which sampling never applies, is off; train mode stays for checkpointing.
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
         # RL moves the policy's LoRA matrices only: not modules the SFT adapter saved whole, and
         # not the reference adapter (set_adapter above makes the policy's saved modules trainable).
         for name, parameter in self.model.named_parameters():
