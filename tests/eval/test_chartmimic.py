@@ -5,6 +5,10 @@ sees is checked on a real matplotlib figure."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -15,8 +19,10 @@ from vinci.eval.chartmimic import (
     color_f1,
     hex_to_lab,
     multiset_f1,
+    matched_f1,
     similarity,
     thin,
+    thinnings,
 )
 from vinci.render.options import RenderOptions
 from vinci.render.python import render_python
@@ -95,6 +101,42 @@ def test_long_colour_lists_are_thinned_greedily_in_order():
     lists = [c for _, c in kept]
     assert (similarity(lists, lists)[~np.eye(len(kept), dtype=bool)] <= 0.7).all()
     assert thin(greys[:10]) == greys[:10]  # ten or fewer: untouched
+    reordered = greys[5:] + greys[:5]
+    assert set(thin(reordered)) != set(kept)  # which entries survive depends on the order
+
+
+GREYS = [("bar", f"#{v:02X}{v:02X}{v:02X}") for v in range(0, 240, 20)]  # 12 close-chained entries
+
+
+def test_a_long_list_scores_the_mean_over_thinning_orders():
+    ref = [("bar", "#000000"), ("bar", "#A0A0A0")]
+    by_order = []
+    rng = np.random.default_rng(0)
+    for _ in range(4000):  # ChartMimic's set order: in effect a random permutation per run
+        order = rng.permutation(len(GREYS))
+        by_order.append(matched_f1(thin([GREYS[i] for i in order]), ref))
+    assert max(by_order) - min(by_order) > 0.1  # one run of ChartMimic could give either
+    score = color_f1(GREYS, ref)
+    assert min(by_order) < score < max(by_order)
+    assert score == pytest.approx(np.mean(by_order), abs=0.03)  # ORDERS simulated seeds ~ random orders
+    assert score == pytest.approx(np.mean([matched_f1([GREYS[i] for i in k], ref) for k in thinnings(GREYS)]))
+
+
+def test_the_thinning_order_follows_the_entries_not_their_listing():
+    shuffled = GREYS[7:] + GREYS[:7]
+    assert color_f1(GREYS, GREYS) == 1.0  # the same entries get the same priorities on both sides
+    assert color_f1(shuffled, GREYS) == 1.0
+    assert color_f1(GREYS + [("axhline", "#FF0000")], GREYS) == pytest.approx(color_f1(shuffled + [("axhline", "#FF0000")], GREYS))
+    assert len(set(thinnings(GREYS))) > 1  # the simulated seeds do thin differently
+
+
+def test_the_colour_score_does_not_follow_the_interpreters_hash_seed():
+    code = "from vinci.eval.chartmimic import color_f1\n" f"g = {GREYS!r}\n" "print(repr(color_f1(g, g[3:9] + [('bar', '#FF0000')])))"
+    values = {
+        subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True).stdout
+        for seed in ("0", "1", "12345")
+    }
+    assert len(values) == 1
 
 
 def test_empty_sides_score_zero_even_against_empty():
