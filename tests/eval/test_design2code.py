@@ -115,3 +115,30 @@ def test_neighbouring_blocks_merge_when_that_matches_better():
     pred = [block("hello there general kenobi", 0.1, 0.1, 0.2)]
     scores = design2code_scores(pred, ref)
     assert scores["d2c_text"] == 1.0 and scores["d2c_block"] == 1.0  # the two reference blocks became one
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_web_answers_get_design2code_scores_from_real_renders(corpora):
+    """score_samples on a real Design2Code page: the page itself, the page with its heading
+    retitled, and an answer without code, all rendered in Chromium in the sandboxed pool."""
+    from vinci.eval.design2code import page_blocks
+    from vinci.eval.scoring import score_samples
+    from vinci.render import RenderJob, RenderPool
+    from vinci.render.options import RenderOptions
+
+    page = (corpora / "html" / "4704.html").read_text()
+    edited = page.replace("Bandit II", "Roadster Mk IV").replace("Beatnik", "Zephyr")
+    assert edited != page
+    with RenderPool(workers=1, timeout=60.0, options=RenderOptions(html_width=1280, html_height=720)) as pool:
+        reference = page_blocks([page], pool, prediction=False)[0]
+        image = pool.render_many([RenderJob("html", page)])[0].image
+        answers = [f"```html\n{p}\n```" for p in (page, edited)] + ["no page here"]
+        scored = score_samples(answers, ["html"] * 3, [image] * 3, pool, reference_blocks=[reference] * 3)
+    same, retitled, missing = scored.scores
+    assert reference and len(reference) >= 3  # the page has several text blocks
+    assert same["d2c_block"] > 0.95 and same["d2c_text"] > 0.95 and same["d2c_position"] > 0.95 and same["d2c_color"] > 0.95
+    assert retitled["d2c_text"] < same["d2c_text"]
+    assert {k: missing[k] for k in SCORE_KEYS} == dict.fromkeys(SCORE_KEYS, 0.0)
+    assert "text_f1" not in same  # chart scores stay with charts

@@ -105,3 +105,21 @@ def test_validate_scores_the_validation_split(tiny_model, tiny_corpus, tmp_path)
                   "--model.init_args.oracle=true")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert metrics["val/all/render"] == 1.0 and metrics["val/chart/type_f1"] == pytest.approx(1.0)
+
+
+def test_design2code_folder_against_itself(corpora, tiny_model, tmp_path):
+    """Design2Code pages (no PNG beside them: the references are rendered) evaluated against
+    themselves: Design2Code's low-level scores are logged for the web domain only."""
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    for name in ("4704", "2865"):  # two small pages
+        shutil.copy(corpora / "html" / f"{name}.html", folder)
+    config = eval_config(tmp_path, tiny_model, benchmark={"dir": str(folder), "references_dir": str(tmp_path / "refs")},
+                         synthetic=None, batch_size=2)
+    trainer = run("test", config, "--model.init_args.oracle=true", "--model.init_args.render_options.html_width=1280",
+                  "--model.init_args.render_options.html_height=720")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert metrics["test/web/render"] == 1.0
+    for score in ("d2c_block", "d2c_text", "d2c_position", "d2c_color"):
+        assert metrics[f"test/web/{score}"] > 0.9
+    assert "test/web/text_f1" not in metrics

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from copy import deepcopy
 from difflib import SequenceMatcher
+from typing import Optional
 
 import numpy as np
 
@@ -144,9 +145,9 @@ def merge_neighbours(a: list[dict], b: list[dict], cache: dict):
     return a, b, pairs
 
 
-def design2code_scores(pred: list[dict], ref: list[dict]) -> dict[str, float]:
+def design2code_scores(pred: Optional[list[dict]], ref: Optional[list[dict]]) -> dict[str, float]:
     """{d2c_block, d2c_text, d2c_position, d2c_color} of a generated page's blocks against the
-    reference page's (see the module docstring)."""
+    reference page's (see the module docstring); None (a page that did not render) has none."""
     from vinci.eval.chartmimic import ciede2000, rgb_to_lab
 
     if not pred or not ref:
@@ -174,20 +175,20 @@ def design2code_scores(pred: list[dict], ref: list[dict]) -> dict[str, float]:
     }
 
 
-def page_blocks(pages: list[str], pool, prediction: bool) -> list[list[dict]]:
+def page_blocks(pages: list[str], pool, prediction: bool, timeout: Optional[float] = None) -> list[Optional[list[dict]]]:
     """Blocks of N pages, rendered (each as is and in its two recoloured variants) in a vinci
     `RenderPool`; a generated page (`prediction`) is cleaned up first, as Design2Code does. A
-    page whose renders fail has no blocks."""
+    page whose renders fail gets None (it scores as a page with no blocks)."""
     from vinci.eval.design2code_blocks import find_blocks, prepare_prediction, recoloured, text_items
     from vinci.render import RenderJob
 
     pages = [prepare_prediction(p) if prediction else p for p in pages]
     variants = [(p, recoloured(p, 0), recoloured(p, 50)) for p in pages]  # [N] x 3
-    shots = pool.render_many([RenderJob("html", code) for trio in variants for code in trio])  # [3N]
-    out = []
+    shots = pool.render_many([RenderJob("html", code, timeout=timeout) for trio in variants for code in trio])  # [3N]
+    out: list[Optional[list[dict]]] = []
     for k, (_, coloured, _) in enumerate(variants):
         plain, a, b = shots[3 * k : 3 * k + 3]
-        out.append(find_blocks(plain.image, a.image, b.image, text_items(coloured)) if plain.ok and a.ok and b.ok else [])
+        out.append(find_blocks(plain.image, a.image, b.image, text_items(coloured)) if plain.ok and a.ok and b.ok else None)
     return out
 
 

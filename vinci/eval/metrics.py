@@ -1,13 +1,14 @@
 """Benchmark metrics as torchmetrics Metrics: one running mean per (domain, score).
 
 `DomainScores` holds a `MeanMetric` for every score name of `vinci.eval.records.SCORE_NAMES`
-(plus vinci's own chart scores, `vinci.eval.chart_f1.VINCI_KEYS`) in every domain (chart, icon, web, figure) and overall ("all"). The module updates it with
+in every domain (chart, icon, web, figure) and overall ("all"). The module updates it with
 each batch's per-sample scores and logs the Metric objects themselves, so Lightning syncs them
 across processes and resets them at the end of the epoch:
 
     test/chart/visual   test/chart/type_f1   test/all/render   ...
 
-Chart F1 scores exist only for chart samples whose reference program is known; a score that
+Chart F1 scores exist only for chart samples whose reference program is known, Design2Code
+scores only for web pages whose reference page is known; a score that
 a domain never received is not logged (its mean would be undefined). Under DDP "received"
 means on any process: every process logs the same keys in the same order, since each logged
 Metric is synced collectively at the end of the epoch, and a process that logged a key the
@@ -21,7 +22,6 @@ from typing import Sequence
 import torch
 from torchmetrics import MeanMetric
 
-from vinci.eval.chart_f1 import VINCI_KEYS
 from vinci.eval.records import SCORE_NAMES
 from vinci.tasks import TASKS
 
@@ -29,7 +29,7 @@ OVERALL = "all"
 
 
 class DomainScores(torch.nn.Module):
-    def __init__(self, score_names: Sequence[str] = SCORE_NAMES + VINCI_KEYS):
+    def __init__(self, score_names: Sequence[str] = SCORE_NAMES):
         super().__init__()
         self.score_names = tuple(score_names)
         self.domains = tuple(task.domain for task in TASKS.values()) + (OVERALL,)

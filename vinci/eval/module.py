@@ -12,7 +12,10 @@ the `PredictionWriter` callback, which writes predictions.jsonl, the renders and
 
 For charts whose reference program is known (ChartMimic-style folders, RL rows with an
 answer), the reference is rendered once with call tracing and its trace kept for the run, so
-the low-level F1 scores compare the calls of both programs.
+the low-level F1 scores compare the calls of both programs. Likewise for web pages whose
+reference page is known (Design2Code-style folders, RL rows with an answer): the reference is
+rendered once (as is and in two recoloured variants) and its text blocks kept for the run, so
+Design2Code's low-level scores compare the blocks of both pages.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class EvalModule(BackboneModule):
         self.scores = DomainScores()
         self.pool = None
         self.reference_traces: dict[str, Optional[dict]] = {}  # reference program -> its call trace (None: it failed)
+        self.reference_blocks: dict[str, Optional[list]] = {}  # reference page -> its Design2Code blocks (None: it failed)
 
     # -- render pool lifetime: one warm pool per evaluation run ------------------------------
     def _start_pool(self) -> None:
@@ -93,6 +97,7 @@ class EvalModule(BackboneModule):
         if self.pool is None:
             self.pool = RenderPool(**self.render_settings).__enter__()
         self.reference_traces.clear()
+        self.reference_blocks.clear()
         if self.generation["do_sample"]:
             torch.manual_seed(self.seed)
 
@@ -142,6 +147,23 @@ class EvalModule(BackboneModule):
                             sample_id, result.error or "no trace")
         return [self.reference_traces.get(p) if p is not None else None for p in programs]
 
+    def _reference_blocks(self, batch: RLBatch, ids: list[str]) -> list[Optional[list]]:
+        """[B] Design2Code text blocks of each web row's reference page (None: not a page, no
+        page, or it failed to render), rendered once per run and keyed by the page's text."""
+        from vinci.eval.design2code import page_blocks
+
+        pages = [
+            reference_program(answer, language) if language == "html" else None
+            for language, answer in zip(batch.languages, batch.answers)
+        ]
+        todo = sorted({p for p in pages if p is not None and p not in self.reference_blocks})
+        timeout = 3 * self.render_settings["timeout"]  # references are trusted to finish; give slow ones room
+        for page, blocks, sample_id in zip(todo, page_blocks(todo, self.pool, prediction=False, timeout=timeout), [ids[pages.index(p)] for p in todo]):
+            self.reference_blocks[page] = blocks
+            if blocks is None:
+                log.warning("%s: the reference page did not render; its Design2Code scores are left out", sample_id)
+        return [self.reference_blocks.get(p) if p is not None else None for p in pages]
+
     def answer(self, batch: RLBatch) -> list[str]:
         """[B] the model's answer to each prompt (the reference answer in oracle mode)."""
         from vinci.generation import sample
@@ -164,6 +186,7 @@ class EvalModule(BackboneModule):
             batch.images,
             self.pool,
             reference_traces=self._reference_traces(batch, ids),
+            reference_blocks=self._reference_blocks(batch, ids),
             **self.reward_options,
         )
         return ids, texts, scored

@@ -10,7 +10,10 @@ from typing import Optional
 
 from PIL import Image
 
-SCORE_NAMES = ("reward", "visual", "format", "render", "ssim", "text_f1", "type_f1", "color_f1", "layout_f1")
+from vinci.eval.chart_f1 import SCORE_KEYS as CHART_KEYS
+from vinci.eval.design2code import SCORE_KEYS as PAGE_KEYS
+
+SCORE_NAMES = ("reward", "visual", "format", "render", "ssim") + CHART_KEYS + PAGE_KEYS  # every score a sample may have
 PREDICTIONS_FILE = "predictions.jsonl"
 RENDERS_DIR = "renders"  # render PNGs at their rendered size, one per id
 REFERENCES_DIR = "references"  # reference PNGs as the model saw them (fitted to max_pixels), one per id
@@ -24,7 +27,7 @@ class Prediction:
     prompt: str  # the user text, with its "<image>" placeholder
     text: str  # everything the model generated
     code: Optional[str]  # the extracted fenced block, None when there is none
-    scores: dict[str, float] = field(default_factory=dict)  # names from SCORE_NAMES; chart F1s only for python
+    scores: dict[str, float] = field(default_factory=dict)  # names from SCORE_NAMES; chart F1s only for python, d2c_* only for html
     render_error: Optional[str] = None  # why the code did not render (or "no fenced python block")
     render_path: Optional[str] = None  # PNG of the render, relative to the output folder
     reference_path: Optional[str] = None  # PNG of the reference image, relative to the output folder

@@ -12,6 +12,10 @@
       vinci_text_f1, vinci_color_f1
                alongside them: vinci's own variants (tick labels counted; every element's
                colour, colormaps sampled) (`vinci.eval.chart_f1`)
+      d2c_block, d2c_text, d2c_position, d2c_color
+               web pages only, when the reference page is known: Design2Code's low-level
+               scores, as Design2Code defines them, from the text blocks of both pages
+               (`vinci.eval.design2code`; the generated page is rendered three more times)
 
 Simplification: SSIM is computed on the RGB images at the reference's resolution with
 torchmetrics' default 11x11 Gaussian window; no LLM-judged high-level score is computed.
@@ -70,13 +74,16 @@ def score_samples(
     references: Sequence[Image.Image],
     pool,
     reference_traces: Optional[Sequence[Optional[dict]]] = None,
+    reference_blocks: Optional[Sequence[Optional[list]]] = None,
     encoder: str = "pixel",
     format_weight: float = 0.1,
     **reward_options,
 ) -> SampleScores:
     """Render and score N generated answers against their reference images (and, for charts
-    with a known reference program, its call trace)."""
+    with a known reference program, its call trace; for web pages with a known reference
+    page, its Design2Code blocks)."""
     from vinci.eval.chart_f1 import chart_scores
+    from vinci.eval.design2code import design2code_scores, page_blocks
     from vinci.render import RenderJob
 
     codes = [extract_code(text, language) for text, language in zip(texts, languages)]
@@ -92,6 +99,9 @@ def score_samples(
     visual = visual_reward(renders, references, encoder, **reward_options).float()  # [N]
     rendered = torch.tensor([image is not None for image in renders])  # [N]
     parts = composite_reward(visual, format_reward(texts, languages), rendered, format_weight)
+    paged = [bool(reference_blocks) and languages[i] == "html" and reference_blocks[i] is not None for i in range(len(texts))]
+    drawn = [i for i in range(len(texts)) if paged[i] and renders[i] is not None]  # a page that did not render has no blocks
+    blocks = dict(zip(drawn, page_blocks([codes[i] for i in drawn], pool, prediction=True)))
     out = SampleScores(codes, renders, errors)
     for i in range(len(texts)):
         row = {
@@ -105,5 +115,7 @@ def score_samples(
         if languages[i] == "python" and reference_trace is not None:
             trace = results[i].trace if i in results and results[i].ok else None
             row.update(chart_scores(trace, reference_trace))
+        if paged[i]:
+            row.update(design2code_scores(blocks.get(i), reference_blocks[i]))
         out.scores.append(row)
     return out
