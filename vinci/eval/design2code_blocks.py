@@ -208,11 +208,13 @@ def find_blocks(plain, shot, shot_shifted, items: list[tuple[str, str]]) -> list
         return []
     original = _rgb(plain)
     height, width = a.shape[:2]
+    rows, cols = np.nonzero(text_pixels)  # [K] only text pixels can belong to a block
+    candidates = (rows, cols, a[rows, cols], original[rows, cols])  # [K], [K], [K, 3], [K, 3]
     found: dict[str, Optional[tuple]] = {}
     blocks = []
     for text, colour in items:
         if colour not in found:
-            found[colour] = _locate(colour, a, text_pixels, original)
+            found[colour] = _locate(colour, *candidates)
         if found[colour] is not None:
             (r0, c0, r1, c1), mean = found[colour]
             bbox = (c0 / width, r0 / height, (c1 - c0 + 1) / width, (r1 - r0 + 1) / height)
@@ -220,19 +222,19 @@ def find_blocks(plain, shot, shot_shifted, items: list[tuple[str, str]]) -> list
     return blocks
 
 
-def _locate(colour: str, shot: np.ndarray, text_pixels: np.ndarray, original: np.ndarray) -> Optional[tuple]:
-    """((row0, col0, row1, col1), mean plain colour) of the text pixels of one colour, or None."""
+def _locate(colour: str, rows: np.ndarray, cols: np.ndarray, shot: np.ndarray, original: np.ndarray) -> Optional[tuple]:
+    """((row0, col0, row1, col1), mean plain colour) of the text pixels (at rows, cols; their
+    colours in the recoloured `shot` and the `original` render) that have one colour, or None."""
     try:
         rgb = np.array([int(colour.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.uint8)
     except ValueError:
         return None  # not a six-digit colour: Design2Code skips it
     low, high = (rgb - np.uint8(COLOUR_TOLERANCE)).astype(np.int16), (rgb + np.uint8(COLOUR_TOLERANCE)).astype(np.int16)  # uint8 wrap, as theirs
-    mask = ((shot >= low) & (shot <= high)).all(axis=-1) & text_pixels  # [H, W]
-    rows, cols = np.nonzero(mask)
-    if rows.size == 0:
+    hit = ((shot >= low) & (shot <= high)).all(axis=-1)  # [K]
+    if not hit.any():
         return None
-    mean = tuple(int(v) for v in original[rows, cols].mean(axis=0).astype(int))
-    return (rows.min(), cols.min(), rows.max(), cols.max()), mean
+    mean = tuple(int(v) for v in original[hit].mean(axis=0).astype(int))
+    return (rows[hit].min(), cols[hit].min(), rows[hit].max(), cols[hit].max()), mean
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -253,7 +255,8 @@ def cut_repetition(page: str, chunk: int = 100, repeats: int = 5, similar: float
     for i in range(0, len(text), chunk):
         piece = text[i : i + chunk]
         for other, hits in seen.items():
-            if difflib.SequenceMatcher(None, piece, other).ratio() >= similar:
+            match = difflib.SequenceMatcher(None, piece, other)
+            if match.real_quick_ratio() >= similar and match.quick_ratio() >= similar and match.ratio() >= similar:  # upper bounds first
                 hits.append(i // chunk)
                 if len(hits) >= repeats:
                     first = min(start, hits[0] * chunk)
