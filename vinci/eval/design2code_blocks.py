@@ -250,20 +250,20 @@ def cut_repetition(page: str, chunk: int = 100, repeats: int = 5, similar: float
             at += 1
         where.append(at)
         at += 1
-    seen: dict[str, list[int]] = {}
+    seen: dict[str, tuple[difflib.SequenceMatcher, list[int]]] = {}  # chunk -> (a matcher against it, its repeats)
     start = len(text)
     for i in range(0, len(text), chunk):
         piece = text[i : i + chunk]
-        for other, hits in seen.items():
-            match = difflib.SequenceMatcher(None, piece, other)
-            if match.real_quick_ratio() >= similar and match.quick_ratio() >= similar and match.ratio() >= similar:  # upper bounds first
+        for match, hits in seen.values():
+            match.set_seq1(piece)  # ratio(piece, chunk); the chunk's index is built once
+            if match.quick_ratio() >= similar and match.ratio() >= similar:  # an upper bound first
                 hits.append(i // chunk)
                 if len(hits) >= repeats:
                     first = min(start, hits[0] * chunk)
                     start = min(start, where[first] if first < len(where) else len(page))
                 break
         else:
-            seen[piece] = [i // chunk]
+            seen[piece] = (difflib.SequenceMatcher(None, "", piece), [i // chunk])
     return page[:start] if start != len(text) else page
 
 
