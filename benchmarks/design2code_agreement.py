@@ -26,7 +26,12 @@ requirements.txt). Its code runs with a compatibility shim that changes no logic
   - CLIP is left out: `clip` is a stub and the CLIP similarity is 0 (the four scores compared
     do not use it); scikit-learn, imported but unused, is a stub too;
   - `visual_score.py` at the checkout's HEAD does not parse (an `if`/`elif` pair indented 9
-    and 12 spaces); the shim re-indents those two lines to the loop body's 8.
+    and 12 spaces); the shim re-indents those two lines to the loop body's 8;
+  - its `calculate_similarity`, a pure function of the two blocks' texts that the merge search
+    calls again for the same texts for every candidate merge, is memoised (same values).
+The oracle's pairs are split over `--workers` processes; with `--cache DIR` each pair's oracle
+scores are kept there (keyed by Design2Code's code and both pages) and reused, so a larger
+`--limit` only runs the new pairs.
 """
 
 from __future__ import annotations
@@ -123,6 +128,15 @@ def oracle_worker(job: Path) -> None:
     from Design2Code.metrics import visual_score
 
     visual_score.calculate_clip_similarity_with_blocks = lambda *args, **kwargs: 0.0
+    similarity, text_similarity = {}, visual_score.calculate_similarity
+
+    def calculate_similarity(block1, block2, max_distance=1.42):  # theirs reads only the texts
+        key = (block1["text"], block2["text"])
+        if key not in similarity:
+            similarity[key] = text_similarity(block1, block2, max_distance)
+        return similarity[key]
+
+    visual_score.calculate_similarity = calculate_similarity
     browser, options = Browser(), RenderOptions()
     real_system = os.system
 
@@ -143,6 +157,7 @@ def oracle_worker(job: Path) -> None:
     os.system = system
     results = []
     for k, (generated, reference) in enumerate(spec["pairs"]):
+        similarity.clear()  # bounded: one pair's texts at a time
         pred, ref = Path(spec["work"]) / f"p{k}.html", Path(spec["work"]) / f"r{k}.html"
         pred.write_text(generated, encoding="utf-8")
         ref.write_text(reference, encoding="utf-8")
@@ -157,7 +172,10 @@ def oracle_worker(job: Path) -> None:
     browser.kill()
 
 
-def run_oracle(design2code: Path, pages: dict[str, str], pairs, tmp: Path) -> list[dict]:
+def run_oracle(design2code: Path, pages: dict[str, str], pairs, tmp: Path, workers: int, cache: Optional[Path]) -> list[dict]:
+    """Design2Code's scores of each pair, from `workers` oracle processes (and `cache`)."""
+    import hashlib
+
     copy = tmp / "d2c"
     shutil.copytree(design2code / "Design2Code", copy / "Design2Code")
     score = copy / "Design2Code" / "metrics" / "visual_score.py"
@@ -165,15 +183,37 @@ def run_oracle(design2code: Path, pages: dict[str, str], pairs, tmp: Path) -> li
     for line in BROKEN_INDENT:
         source = source.replace(line + "\n", "        " + line.lstrip() + "\n")
     score.write_text(source)
-    (tmp / "work").mkdir()
-    job = tmp / "job.json"
-    job.write_text(json.dumps({
-        "cwd": str(copy / "Design2Code"), "work": str(tmp / "work"), "out": str(tmp / "scores.json"),
-        "pairs": [(pages[g], pages[r]) for _, g, r in pairs],
-    }))  # fmt: skip
+    code = source + Path(__file__).read_text()  # their scoring and this shim
+    keys = [hashlib.sha256("\0".join((code, pages[g], pages[r])).encode()).hexdigest()[:24] for _, g, r in pairs]
+    store = cache / "design2code.json" if cache is not None else None
+    known = json.loads(store.read_text()) if store is not None and store.exists() else {}
+    todo = [k for k, key in enumerate(keys) if key not in known]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(copy), str(ROOT)]), MPLBACKEND="Agg")
-    subprocess.run([sys.executable, "-m", "benchmarks.design2code_agreement", "--oracle-worker", str(job)], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    return json.loads((tmp / "scores.json").read_text())
+    procs = []
+    for w in range(workers):
+        mine = todo[w::workers]
+        if not mine:
+            continue
+        (tmp / f"work{w}").mkdir()
+        job = tmp / f"job{w}.json"
+        job.write_text(json.dumps({
+            "cwd": str(copy / "Design2Code"), "work": str(tmp / f"work{w}"), "out": str(tmp / f"scores{w}.json"),
+            "pairs": [(pages[pairs[k][1]], pages[pairs[k][2]]) for k in mine],
+        }))  # fmt: skip
+        cmd = [sys.executable, "-m", "benchmarks.design2code_agreement", "--oracle-worker", str(job)]
+        procs.append((mine, w, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)))
+    for mine, w, proc in procs:
+        proc.wait()
+        done = json.loads((tmp / f"scores{w}.json").read_text()) if (tmp / f"scores{w}.json").exists() else []
+        for k, result in zip(mine, done):
+            known[keys[k]] = result
+    if store is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        store.write_text(json.dumps(known))
+    missing = [k for k in todo if keys[k] not in known]
+    if missing:
+        raise RuntimeError(f"Design2Code's oracle stopped before {len(missing)} pairs (first: {pairs[missing[0]]})")
+    return [known[key] for key in keys]
 
 
 def table(rows, key=lambda kind: "all") -> list[str]:
@@ -196,6 +236,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--limit", type=int, default=16, help="the N pages with the fewest text tags (Design2Code's merge search is slow)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--dump", type=Path, help="write every pair's scores here as JSON lines")
+    parser.add_argument("--cache", type=Path, help="keep Design2Code's score of each pair here and reuse it")
     parser.add_argument("--oracle-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.oracle_worker:
@@ -207,10 +248,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     start = time.time()
     pairs, pages = build_pairs(args.pages, tuple(args.kinds), args.limit)
     blocks = vinci_blocks(pages, {g for _, g, _ in pairs}, {r for _, _, r in pairs}, args.workers)
+    rendered = time.time()
     ours = [design2code_scores(blocks[(g, "pred")], blocks[(r, "ref")]) for _, g, r in pairs]
-    print(f"{len(pages)} pages, {len(pairs)} pairs; vinci scored them ({time.time() - start:.0f} s)")
+    scored = time.time() - rendered
+    print(f"{len(pages)} pages, {len(pairs)} pairs; vinci rendered them ({rendered - start:.0f} s) and scored them "
+          f"({scored:.0f} s, {scored / max(len(pairs), 1):.2f} s per pair)")
     with tempfile.TemporaryDirectory(prefix="design2code-agreement-") as tmp:
-        theirs = run_oracle(args.design2code_dir.resolve(), pages, pairs, Path(tmp))
+        theirs = run_oracle(args.design2code_dir.resolve(), pages, pairs, Path(tmp), args.workers, args.cache)
     print(f"Design2Code's code scored them ({time.time() - start:.0f} s); shim: Chromium screenshots, no CLIP, re-indented if/elif")
     rows = [(kind, g, r, v, o) for (kind, g, r), v, o in zip(pairs, ours, theirs)]
     if args.dump:
