@@ -135,3 +135,19 @@ def test_encoders_follow_the_device():
     encoder = PixelEncoder().to("cpu")
     assert encoder.device == torch.device("cpu")
     assert encoder.embed([Image.new("RGB", (30, 40), "red")]).device == torch.device("cpu")
+
+
+def test_a_timm_encoder_holds_bf16_weights_where_it_embeds_in_bf16(tiny_weights, monkeypatch):
+    """DINOv2-L in fp32 takes 1.1 GiB of a 16 GB card while autocast computes in bf16 anyway.
+    A meta device stands in for the GPU."""
+    from vinci.reward import encoders
+    from vinci.reward.metric import PatchSimilarity
+
+    monkeypatch.setattr(encoders, "BF16_DEVICES", ("cuda", "meta"))
+    metric = PatchSimilarity(TimmEncoder(MODEL, weights=tiny_weights.path, **tiny_weights.kwargs))
+    weights = list(metric.encoder.model.parameters())
+    assert all(p.dtype == torch.float32 for p in weights)  # on the CPU it computes in fp32
+    metric.to("meta")
+    assert metric.encoder.device.type == "meta"
+    assert all(p.dtype == torch.bfloat16 and p.device.type == "meta" for p in metric.encoder.model.parameters())
+    assert metric.encoder._mean.dtype == torch.float32  # the normalisation of the fp32 input

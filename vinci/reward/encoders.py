@@ -181,6 +181,9 @@ def _missing_weights_message(model_name: str) -> str:
     )
 
 
+BF16_DEVICES = ("cuda",)  # where a timm encoder holds bf16 weights and embeds under bf16 autocast
+
+
 class TimmEncoder(CropEncoder):
     """A timm image model as a crop encoder: CLS token or mean-pooled patch tokens per crop."""
 
@@ -226,6 +229,12 @@ class TimmEncoder(CropEncoder):
         self.register_buffer("_mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1), persistent=False)
 
+    def place(self, device: torch.device) -> None:
+        """Move to `device`. On a GPU the weights are held in bf16, the dtype the bf16 autocast
+        of `embed` computes in anyway: DINOv2-L takes 0.6 GiB there instead of 1.1."""
+        self.to(device)
+        self.model.to(torch.bfloat16 if device.type in BF16_DEVICES else torch.float32)  # buffers outside stay fp32
+
     def train(self, mode: bool = True) -> TimmEncoder:
         super().train(mode)
         self.model.eval()  # an encoder never trains (no dropout / drop-path in the reward)
@@ -248,7 +257,7 @@ class TimmEncoder(CropEncoder):
             arr = _as_array(crops[start : start + self.batch_size], self.input_size, self.resample)
             x = torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float() / 255.0  # [m, 3, H, W]
             x = (x - self._mean) / self._std  # [m, 3, H, W]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type in BF16_DEVICES):
                 out.append(self._features(x).float())  # [m, D]
         if not out:
             return torch.zeros(0, self.model.num_features, device=device)

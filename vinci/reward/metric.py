@@ -79,10 +79,11 @@ class PatchSimilarity(Metric):
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
-        device = fn(torch.zeros(0)).device  # follow devices only; the encoder keeps its dtype
+        device = fn(torch.zeros(0)).device  # follow devices only; the encoder chooses its dtype
         current = next(iter([*self._encoder.parameters(), *self._encoder.buffers()]), None)
         if current is not None and current.device != device:
-            self._encoder.to(device)
+            place = getattr(self._encoder, "place", None)  # TimmEncoder: bf16 weights off the CPU
+            place(device) if place is not None else self._encoder.to(device)
         return out
 
     def _language_index(self, languages: Sequence[str] | None, n: int) -> torch.Tensor | None:
