@@ -125,6 +125,7 @@ def test_web_answers_get_design2code_scores_from_real_renders(corpora):
     retitled, and an answer without code, all rendered in Chromium in the sandboxed pool."""
     from vinci.eval.design2code import page_blocks
     from vinci.eval.scoring import score_samples
+    from vinci.reward.metric import PatchSimilarity
     from vinci.render import RenderJob, RenderPool
     from vinci.render.options import RenderOptions
 
@@ -135,7 +136,7 @@ def test_web_answers_get_design2code_scores_from_real_renders(corpora):
         reference = page_blocks([page], pool, prediction=False)[0]
         image = pool.render_many([RenderJob("html", page)])[0].image
         answers = [f"```html\n{p}\n```" for p in (page, edited)] + ["no page here"]
-        scored = score_samples(answers, ["html"] * 3, [image] * 3, pool, reference_blocks=[reference] * 3)
+        scored = score_samples(answers, ["html"] * 3, [image] * 3, pool, PatchSimilarity(), reference_blocks=[reference] * 3)
     same, retitled, missing = scored.scores
     assert reference and len(reference) >= 3  # the page has several text blocks
     assert same["d2c_block"] > 0.95 and same["d2c_text"] > 0.95 and same["d2c_position"] > 0.95 and same["d2c_color"] > 0.95

@@ -123,3 +123,17 @@ def test_design2code_folder_against_itself(corpora, tiny_model, tmp_path):
     for score in ("d2c_block", "d2c_text", "d2c_position", "d2c_color"):
         assert metrics[f"test/web/{score}"] > 0.9
     assert "test/web/text_f1" not in metrics
+
+
+def test_the_reward_encoder_is_a_child_that_follows_the_module(tiny_model):
+    """Evaluation scores with the module's own PatchSimilarity, which Lightning moves with the
+    model; a process-wide encoder looked up by name stayed on the CPU, in fp32, beside the GPU."""
+    from vinci.backbone import Backbone
+    from vinci.eval.module import EvalModule
+    from vinci.reward.metric import PatchSimilarity
+
+    module = EvalModule(Backbone(model=str(tiny_model)), encoder="pixel", tile_size=224, max_tiles=4)
+    assert isinstance(dict(module.named_children()).get("visual"), PatchSimilarity)
+    assert module.visual.options["tile_size"] == 224 and module.visual.options["max_tiles"] == 4
+    module.to("meta")  # stands in for the GPU
+    assert module.visual.encoder.device.type == "meta"

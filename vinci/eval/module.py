@@ -31,6 +31,7 @@ from vinci.eval.metrics import DomainScores
 from vinci.eval.records import Prediction, safe_id
 from vinci.eval.scoring import reference_program, score_samples
 from vinci.module import BackboneModule
+from vinci.reward.metric import PatchSimilarity
 from vinci.render.options import RenderOptions
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,9 @@ class EvalModule(BackboneModule):
         self.generation = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
         self.render_options = render_options  # also how the data module draws references that lack a PNG
         self.render_settings = dict(workers=workers, timeout=timeout, options=render_options)
-        self.reward_options = dict(
-            encoder=encoder, format_weight=format_weight, tile_size=tile_size, max_tiles=max_tiles, global_weight=global_weight
-        )
+        self.format_weight = format_weight
+        # a child module, so the reward encoder (DINOv2-L in the recipes) runs on the model's device
+        self.visual = PatchSimilarity(encoder=encoder, tile_size=tile_size, max_tiles=max_tiles, global_weight=global_weight)
         self.seed = seed
         self.oracle = oracle
         self.scores = DomainScores()
@@ -185,9 +186,10 @@ class EvalModule(BackboneModule):
             batch.languages,
             batch.images,
             self.pool,
+            self.visual,
             reference_traces=self._reference_traces(batch, ids),
             reference_blocks=self._reference_blocks(batch, ids),
-            **self.reward_options,
+            format_weight=self.format_weight,
         )
         return ids, texts, scored
 

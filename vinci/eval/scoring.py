@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vinci.reward.format import composite_reward, extract_code, format_reward
-from vinci.reward.similarity import visual_reward
+from vinci.reward import programs
+from vinci.reward.format import extract_code
 
 
 @dataclass
@@ -73,32 +73,29 @@ def score_samples(
     languages: Sequence[str],
     references: Sequence[Image.Image],
     pool,
+    visual_metric,
     reference_traces: Optional[Sequence[Optional[dict]]] = None,
     reference_blocks: Optional[Sequence[Optional[list]]] = None,
-    encoder: str = "pixel",
     format_weight: float = 0.1,
-    **reward_options,
 ) -> SampleScores:
     """Render and score N generated answers against their reference images (and, for charts
     with a known reference program, its call trace; for web pages with a known reference
-    page, its Design2Code blocks)."""
+    page, its Design2Code blocks).
+
+    Rendering and the reward go through `vinci.reward.programs`, as in training: the same code
+    extraction, deduplication, failure kinds and composite reward. `visual_metric` is the
+    caller's `PatchSimilarity` child, so the encoder runs on the module's device.
+    """
     from vinci.eval.chart_f1 import chart_scores
     from vinci.eval.design2code import design2code_scores, page_blocks
-    from vinci.render import RenderJob
 
-    codes = [extract_code(text, language) for text, language in zip(texts, languages)]
-    wanted = [i for i, code in enumerate(codes) if code is not None]
     traced = [bool(reference_traces) and reference_traces[i] is not None for i in range(len(texts))]  # [N] F1 needs both traces
-    jobs = [RenderJob(languages[i], codes[i], trace=traced[i] and languages[i] == "python") for i in wanted]
-    results = dict(zip(wanted, pool.render_many(jobs)))
-    renders = [results[i].image if i in results and results[i].ok else None for i in range(len(texts))]
-    errors = [
-        None if renders[i] is not None else (results[i].error if i in results else f"no fenced {languages[i]} block")
-        for i in range(len(texts))
-    ]
-    visual = visual_reward(renders, references, encoder, **reward_options).float()  # [N]
-    rendered = torch.tensor([image is not None for image in renders])  # [N]
-    parts = composite_reward(visual, format_reward(texts, languages), rendered, format_weight)
+    sent = programs.submit(pool, texts, languages, trace=traced)
+    results = sent.wait()  # [N] RenderResult
+    parts = programs.reward(texts, languages, references, results, visual_metric, format_weight)  # [N] each
+    codes = sent.codes
+    renders = [r.image if r.ok else None for r in results]
+    errors = [None if r.ok else r.error for r in results]
     paged = [bool(reference_blocks) and languages[i] == "html" and reference_blocks[i] is not None for i in range(len(texts))]
     drawn = [i for i in range(len(texts)) if paged[i] and renders[i] is not None]  # a page that did not render has no blocks
     blocks = dict(zip(drawn, page_blocks([codes[i] for i in drawn], pool, prediction=True)))
@@ -113,8 +110,7 @@ def score_samples(
         }
         reference_trace = reference_traces[i] if reference_traces else None
         if languages[i] == "python" and reference_trace is not None:
-            trace = results[i].trace if i in results and results[i].ok else None
-            row.update(chart_scores(trace, reference_trace))
+            row.update(chart_scores(results[i].trace if results[i].ok else None, reference_trace))
         if paged[i]:
             row.update(design2code_scores(blocks.get(i), reference_blocks[i]))
         out.scores.append(row)
