@@ -10,7 +10,8 @@ several of them. Here instead:
 - the head runs over `chunk` positions at a time, and each chunk is reduced at once to the
   chosen token's log-prob (and, when asked, the entropy): `[c, V] -> [c]`;
 - under grad each chunk is checkpointed, so nothing of size V outlives its chunk: the
-  backward recomputes that chunk's logits (one extra head matmul per chunk, no more).
+  backward recomputes that chunk's logits (one extra head matmul per chunk, no more; the
+  entropy, a statistic, is computed in the forward only).
 
 Peak full-vocabulary memory is therefore a few `[chunk, V]` float32 tensors (chunk 64 at
 V = 151,936: 37 MiB each), whatever the batch or the sequence length. Values, entropies and
@@ -27,7 +28,10 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-DEFAULT_CHUNK = 64  # positions per head call: [64, 151936] fp32 = 37 MiB
+DEFAULT_CHUNK = 64  # positions per head call: [64, 151936] fp32 = 37 MiB; a CPU default
+# On a GPU each head call reads the whole [V, H] head (311 MB for Qwen2.5-VL-3B in bf16) from
+# memory, so 64 positions per read leave the matmul bandwidth-bound; recipes use 1024
+# ([1024, 151936] fp32 = 594 MiB, a few of them at once).
 
 
 def inner_model(model):
@@ -57,8 +61,22 @@ def output_head(model) -> Callable[[Tensor], Tensor]:
     return base.get_output_embeddings()
 
 
-def _chunk_logp(head, hidden: Tensor, ids: Tensor, temperature: float, with_entropy: bool):
-    """One chunk: hidden [c, H], ids [c] -> (log p(id) [c], entropy [c] or an empty tensor)."""
+class FirstCallOnly:
+    """True the first time it is asked, False after: a checkpointed chunk runs twice (its forward,
+    then the backward's recompute), and the entropy, a statistic with no gradient, is wanted once."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def __bool__(self) -> bool:
+        first, self.asked = not self.asked, True
+        return first
+
+
+def _chunk_logp(head, hidden: Tensor, ids: Tensor, temperature: float, with_entropy):
+    """One chunk: hidden [c, H], ids [c] -> (log p(id) [c], entropy [c] or an empty tensor).
+
+    `with_entropy` is read once per call (a `FirstCallOnly` is true in the forward only)."""
     logits = head(hidden).float()  # [c, V]
     if temperature != 1.0:  # in place: the head's backward needs its inputs, not this output
         logits = logits.div_(temperature)
@@ -95,8 +113,9 @@ def chosen_logp(
     logps, entropies = [], []
     for start in range(0, hidden.shape[0], chunk):
         h, i = hidden[start : start + chunk], ids[start : start + chunk]  # [c, H], [c]
-        if grad:  # keep only h; the backward recomputes this chunk's logits
-            logp, entropy = checkpoint(_chunk_logp, head, h, i, temperature, with_entropy, use_reentrant=False)
+        if grad:  # keep only h; the backward recomputes this chunk's logits, not its entropy
+            entropy_once = FirstCallOnly() if with_entropy else False
+            logp, entropy = checkpoint(_chunk_logp, head, h, i, temperature, entropy_once, use_reentrant=False)
         else:
             logp, entropy = _chunk_logp(head, h, i, temperature, with_entropy)
         logps.append(logp)
