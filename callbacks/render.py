@@ -1,39 +1,19 @@
-"""RenderRollouts: extract each sample's code and render all B x G programs concurrently.
+"""RenderRollouts: the sandboxed render pool of a ViRL run, and the way answers reach it.
 
-The jobs go to the warm, sandboxed `RenderPool` as one asynchronous submission, so the
-training step computes the old log-probs while the renders run. A program sampled more than
-once in the step (common for a small policy at a low temperature) is rendered once and its
-result shared. A sample without a fenced block of the asked-for language is not rendered; it
-fails with kind "no-output".
+The pool starts once per run (`setup`) and keeps its workers warm until `teardown`. The step
+(`ViRLModule.submit_renders`) hands it each chunk's answers as soon as that chunk is sampled;
+`vinci.reward.programs.submit` extracts the code, renders each distinct program once and
+returns without waiting, so later chunks sample while earlier ones render.
 """
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import Future
-from typing import Optional
+from typing import Optional, Sequence
 
 import lightning as L
 
-from vinci.reward.format import extract_code
-from vinci.render import RenderJob, RenderOptions, RenderPool, RenderResult
-
-
-def _combine(future: Future, slots: list[Optional[int]], missing: RenderResult, started: float, rollout) -> Future:
-    """A future of [N] results: pool results where a job ran, `missing` where none did."""
-    out: Future = Future()
-
-    def finish(done: Future) -> None:
-        try:
-            results = done.result()
-        except BaseException as err:  # a broken pool is an error of the run, not a bad answer
-            out.set_exception(err)
-            return
-        rollout.seconds["render"] = time.perf_counter() - started
-        out.set_result([missing if s is None else results[s] for s in slots])
-
-    future.add_done_callback(finish)
-    return out
+from vinci.render import RenderOptions, RenderPool
+from vinci.reward import programs
 
 
 class RenderRollouts(L.Callback):
@@ -58,29 +38,8 @@ class RenderRollouts(L.Callback):
             self.pool.close()
             self.pool = None
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        self.start(module.rollout, batch)
-
-    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
-        self.start(module.rollout, batch)
-
-    def start(self, rollout, batch) -> None:
-        """Submit the rollout's programs to the pool; `rollout.render_future` resolves to [N] results."""
-        if rollout is None or rollout.batch is not batch:
-            raise RuntimeError("RenderRollouts found no rollout for this batch: RolloutSampler must come first")
-        started = time.perf_counter()
-        languages = rollout.languages
-        rollout.codes = [extract_code(text, lang) for text, lang in zip(rollout.completions.texts, languages)]
-        jobs, slots, first = [], [], {}
-        for code, language in zip(rollout.codes, languages):
-            if code is None:
-                slots.append(None)
-                continue
-            key = (language, code)  # a renderer is deterministic: the same program renders once
-            if key not in first:
-                first[key] = len(jobs)
-                jobs.append(RenderJob(language, code))
-            slots.append(first[key])
-        rollout.render_jobs = len(jobs)
-        missing = RenderResult.failure("no-output", "no fenced code block in the asked-for language")
-        rollout.render_future = _combine(self.pool.submit(jobs), slots, missing, started, rollout)
+    def submit(self, texts: Sequence[str], languages: Sequence[str]) -> programs.ProgramRenders:
+        """Start rendering the answers' programs; `.wait()` on the result gives [N] RenderResults."""
+        if self.pool is None:
+            raise RuntimeError("RenderRollouts has no pool: it starts in setup(), which the Trainer calls")
+        return programs.submit(self.pool, texts, languages)

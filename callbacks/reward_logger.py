@@ -1,7 +1,8 @@
 """RewardLogger: what a person watches in TensorBoard during ViRL (rank 0 writes, no grad).
 
 Every step: reward mean/std (overall, visual, format), render rate per language, the share of
-distinct programs (repeats render once), response length, seconds per phase. (The step itself
+distinct programs (repeats render once), response length, seconds per phase (sample, render,
+score, update, and render_exposed: the wait for renders after the last chunk was sampled). (The step itself
 logs KL, clip fractions, entropy and frac_reward_zero_std.) Every `every_n_steps`: an image
 grid of reference | best | worst render per prompt, with their rewards, and the sampled code
 of the best and worst as text.
@@ -51,7 +52,7 @@ def rollout_grid(rollout, max_prompts: int = 4) -> tuple[Image.Image, str]:
             cells.append(_cell(render.image if render.ok else None, f"{label} r={float(overall[b, g]):.3f}"))
             code = rollout.codes[b * G + g]
             error = "" if render.ok else f"\n\nrender error ({render.kind}): {render.error}"
-            notes.append(f"**prompt {b} {label}** (reward {float(overall[b, g]):.3f})\n\n```\n{code or rollout.completions.texts[b * G + g]}\n```{error}")
+            notes.append(f"**prompt {b} {label}** (reward {float(overall[b, g]):.3f})\n\n```\n{code or rollout.texts[b * G + g]}\n```{error}")
         row = Image.new("RGB", (CELL * 3, CELL + 16), "white")
         for i, cell in enumerate(cells):
             row.paste(cell, (i * CELL, 0))
@@ -66,7 +67,7 @@ def global_scalars(rollout, module) -> dict[str, float]:
     """Reward, render, length and time scalars over every rank's rows (a collective: all ranks call it)."""
     parts = rollout.rewards
     language = torch.tensor([LANGUAGES.index(lang) for lang in rollout.languages])  # [N]
-    lengths = rollout.completions.completion_mask.sum(dim=1)  # [N]
+    lengths = rollout.completion_mask.sum(dim=1)  # [N]
     columns = (parts.overall, parts.visual, parts.format, parts.rendered, lengths, language)
     rows = torch.stack([c.detach().cpu().float() for c in columns], dim=1)  # [N, 6]
     phases = sorted(rollout.seconds)
@@ -109,7 +110,7 @@ class RewardLogger(L.Callback):
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        rollout = module.rollout
+        rollout = (outputs or {}).get("rollout")  # what ViRLModule.training_step returns
         if rollout is None or rollout.rewards is None:
             return
         scalars = global_scalars(rollout, module)  # on every rank: it gathers across them

@@ -45,13 +45,13 @@ class AnswerKey(RolloutSampler):
     """A sampler that then replaces sampled answers with the prompt's reference program: rank 0
     the first sample of each prompt, rank 1 all of them."""
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        super().on_train_batch_start(trainer, module, batch, batch_idx)
-        rollout = module.rollout
-        rollout.sampled_texts = list(rollout.completions.texts)  # what the policy wrote, for the probe
-        for n in range(len(rollout.completions.texts)):
-            if trainer.global_rank == 1 or n % rollout.group_size == 0:
-                rollout.completions.texts[n] = batch.answers[n // rollout.group_size]
+    def sample_chunk(self, module, chunk):
+        done = super().sample_chunk(module, chunk)
+        self.sampled_texts = list(done.texts)  # what the policy wrote (one chunk per step here), for the probe
+        for n in range(len(done.texts)):
+            if module.global_rank == 1 or n % self.num_samples == 0:
+                done.texts[n] = chunk.answers[n // self.num_samples]
+        return done
 
 
 class RankProbe(L.Callback):
@@ -97,12 +97,12 @@ class RankProbe(L.Callback):
                            backend=str(torch.distributed.get_backend()))
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        rollout = module.rollout
+        rollout = outputs["rollout"]
         self.steps.append(dict(
             step=trainer.global_step,
             ids=list(batch.ids),
             answers=list(batch.answers),
-            sampled=list(rollout.sampled_texts),
+            sampled=list(module.pipeline.sampler.sampled_texts),
             rendered_codes=list(rollout.codes),
             render_ok=[r.ok for r in rollout.renders],
             render_jobs=rollout.render_jobs,

@@ -30,8 +30,8 @@ from vinci.data.collate import IGNORE, RLCollator, SFTCollator, full_text, promp
 from vinci.data.rows import Example
 from vinci.families import FAMILIES, build_family
 from vinci.generation import sample
-from vinci.inputs import multimodal_token_ids, sequence_inputs
-from vinci.rollout import Rollout
+from vinci.inputs import multimodal_token_ids
+from vinci.rollout import sequence_inputs
 from vinci.tiny import STAMP, TinySpec
 
 PROMPT = "<image>Write the svg code that draws this image."
@@ -174,7 +174,7 @@ def test_sampler_log_probs_equal_the_update_recomputation(family_model, monkeypa
     ids, mask = done.completion_ids, done.completion_mask.bool()  # [4, L]
     sampled = torch.log_softmax(raw[0].float() / temperature, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
 
-    inputs, ids_again, _ = sequence_inputs(Rollout(batch=batch, completions=done, group_size=2), [0, 1, 2, 3])
+    inputs, ids_again, _ = sequence_inputs(batch, 2, done.completion_ids, done.completion_mask, [0, 1, 2, 3], "cpu")
     assert torch.equal(ids_again, ids)
     with torch.no_grad():  # ViRLModule.completion_logp, written out the straightforward way
         logits = model(**inputs, use_cache=False).logits[:, -ids.shape[1] - 1 : -1].float() / temperature  # [4, L, V]
@@ -219,7 +219,7 @@ def test_completions_never_contain_vision_tokens(family_model):
     assert torch.isin(raw[:, prompt_length:], torch.tensor(banned)).all()
     done = sample(model, processor, batch.inputs, num_samples=3, max_new_tokens=8)
     assert not torch.isin(done.completion_ids, torch.tensor(banned)).any()
-    inputs, _, _ = sequence_inputs(Rollout(batch=batch, completions=done, group_size=3), [0, 1, 2])
+    inputs, _, _ = sequence_inputs(batch, 3, done.completion_ids, done.completion_mask, [0, 1, 2], "cpu")
     with torch.no_grad():
         assert torch.isfinite(model(**inputs).logits).all()  # prompt + completion reads back as one image
 
@@ -297,12 +297,12 @@ class PlantAnswers(RolloutSampler):
     (the sampled tokens stay), so a random-weight policy's groups get rewards that differ and the
     update has a gradient."""
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        super().on_train_batch_start(trainer, module, batch, batch_idx)
-        rollout = module.rollout
-        for prompt, answer in enumerate(batch.answers):
+    def sample_chunk(self, module, chunk):
+        done = super().sample_chunk(module, chunk)
+        for prompt, answer in enumerate(chunk.answers):
             if answer:  # RL rows of the synthetic corpus carry their reference program
-                rollout.completions.texts[prompt * rollout.group_size] = answer
+                done.texts[prompt * self.num_samples] = answer
+        return done
 
 
 def _lora(path: Path) -> dict[str, torch.Tensor]:

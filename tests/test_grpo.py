@@ -9,6 +9,7 @@ import torch
 
 from vinci.grpo import (
     aggregate,
+    batch_denominator,
     frac_zero_std,
     group_advantages,
     kl_penalty,
@@ -256,3 +257,30 @@ def test_masked_mean_whole_and_per_row():
     torch.testing.assert_close(masked_mean(x, mask), torch.tensor(1.5))
     torch.testing.assert_close(masked_mean(x, mask, dim=-1), torch.tensor([1.5, 0.0]))  # empty -> 0
     torch.testing.assert_close(masked_mean(x, torch.zeros(2, 3)), torch.tensor(0.0))
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+def test_micro_batch_losses_with_the_batch_denominator_add_up_to_the_batch_loss(agg):
+    """The update splits a rollout batch into micro-batches of any size; each passes the whole
+    batch's count, so the pieces sum to the one-batch loss (and so do their gradients)."""
+    torch.manual_seed(0)
+    logp = torch.randn(5, 7, requires_grad=True)  # [N, T]
+    old = logp.detach() + 0.1 * torch.randn(5, 7)
+    advantages = torch.tensor([1.0, -0.5, 0.3, -0.8, 0.0])
+    mask = torch.zeros(5, 7)
+    for row, length in enumerate([7, 2, 5, 1, 4]):  # rows of different lengths
+        mask[row, :length] = 1
+    whole, _ = policy_loss(logp, old, advantages, mask, agg=agg)
+    (grad_whole,) = torch.autograd.grad(whole, logp)
+    denominator = batch_denominator(mask, agg)
+    pieces = [policy_loss(logp[i : i + 2], old[i : i + 2], advantages[i : i + 2], mask[i : i + 2], agg=agg,
+                          denominator=denominator)[0] for i in range(0, 5, 2)]
+    (grad_pieces,) = torch.autograd.grad(sum(pieces), logp)
+    torch.testing.assert_close(sum(pieces), whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(grad_pieces, grad_whole, atol=1e-6, rtol=0)
+    if agg == "seq-mean-token-mean":
+        return  # every row has tokens: a per-micro-batch mean scaled by its share of rows was already exact
+    # a token mean per micro-batch scaled by its share of rows, as before, weighs tokens unevenly
+    own = sum(policy_loss(logp[i : i + 2], old[i : i + 2], advantages[i : i + 2], mask[i : i + 2], agg=agg)[0]
+              * len(range(i, min(5, i + 2))) / 5 for i in range(0, 5, 2))
+    assert not torch.allclose(own, whole, atol=1e-4)

@@ -7,10 +7,10 @@ from PIL import Image
 from vinci.backbone import Backbone, Lora, load_backbone
 from vinci.data.collate import IGNORE, RLCollator, SFTCollator
 from vinci.data.rows import Example
-from vinci.generation import Completions, completion_mask
+from vinci.generation import completion_mask
 from vinci.grpo import policy_loss
 from vinci.logprobs import answer_loss, chosen_logp, sequence_logp
-from vinci.rollout import Rollout, sequence_inputs
+from vinci.rollout import Rollout
 
 ATOL = 1e-5
 
@@ -106,15 +106,14 @@ def _rollout(processor, G=2, L=9):
     ids[0, 4] = eos  # row 0 ends early: its later positions are padding
     mask = completion_mask(ids, {eos})
     ids = ids.masked_fill(mask == 0, processor.tokenizer.pad_token_id)
-    done = Completions(sequences=ids, completion_ids=ids, completion_mask=mask, texts=[""] * (2 * G), prompt_length=0)
-    return Rollout(batch=batch, completions=done, group_size=G)
+    return Rollout(batch=batch, group_size=G, completion_ids=ids, completion_mask=mask)
 
 
 def test_sequence_logp_loss_and_gradients_match_the_full_model_forward(policy):
     model, processor = policy
     rollout = _rollout(processor)
     rows = list(range(4))
-    inputs, ids, mask = sequence_inputs(rollout, rows)
+    inputs, ids, mask = rollout.inputs(rows, "cpu")
     advantages = torch.tensor([1.0, -0.5, 0.3, -0.8])
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -156,3 +155,21 @@ def test_answer_loss_matches_the_models_own_labels_loss(policy):
     assert torch.allclose(loss, reference, atol=ATOL)
     for got, want in zip(grads, ref_grads):
         assert torch.allclose(got, want, atol=ATOL)
+
+
+def test_the_entropy_is_computed_in_the_forward_only_not_again_in_the_checkpointed_backward(monkeypatch):
+    from vinci import logprobs
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50)
+    hidden = torch.randn(10, 8, requires_grad=True)  # [M, H]
+    ids = torch.randint(0, 50, (10,))  # [M]
+    softmaxes = []
+    softmax = torch.softmax
+    monkeypatch.setattr(logprobs.torch, "softmax", lambda *a, **k: softmaxes.append(1) or softmax(*a, **k))
+    logp, entropy = logprobs.chosen_logp(hidden, head, ids, chunk=4, with_entropy=True)  # 3 chunks
+    assert len(softmaxes) == 3
+    logp.sum().backward()  # recomputes each chunk's logits for the gradient, not its entropy
+    assert len(softmaxes) == 3 and hidden.grad is not None and head.weight.grad is not None
+    reference = torch.log_softmax(head(hidden.detach()), dim=-1)  # [M, V]
+    torch.testing.assert_close(entropy, -(reference.exp() * reference).sum(-1), atol=1e-5, rtol=0)

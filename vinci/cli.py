@@ -6,8 +6,8 @@
     vinci export --adapter runs/virl/adapter --out runs/virl/merged
 
 Every callback a stage uses is a named config group, so each of its settings has one address
-(`--sampler.num_samples 8`). The groups run in the order of GROUPS, which is the order the ViRL
-pipeline needs (sample, then render, then log). A stage leaves out the groups it does not use.
+(`--sampler.num_samples 8`). A stage leaves out the groups it does not use. The ViRL step calls
+its pipeline callbacks in its own order (vinci.virl), so the order of GROUPS does not matter.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from vinci.checkpoint_io import LocalAtomicCheckpointIO
 from vinci.data.datamodule import VinciDataModule
 from vinci.module import BackboneModule
 
-GROUPS = (  # config key -> callback, in calling order
+GROUPS = (  # config key -> callback
     ("sampler", RolloutSampler),  # ViRL: G samples per prompt
     ("render", RenderRollouts),  # ViRL: renders them in the sandboxed pool
     ("reward_log", RewardLogger),  # ViRL: rewards, image grids and code to TensorBoard

@@ -46,6 +46,7 @@ def sample(
     inputs: dict[str, torch.Tensor],
     num_samples: int = 1,
     max_new_tokens: int = 512,
+    min_new_tokens: int = 0,
     do_sample: bool = True,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -58,6 +59,7 @@ def sample(
         sequences = model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens or None,
             do_sample=do_sample,
             temperature=temperature if do_sample else None,
             top_p=top_p if do_sample else None,

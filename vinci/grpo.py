@@ -60,15 +60,34 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return total / count.clamp_min(1.0)  # same shape as total
 
 
-def aggregate(values: Tensor, mask: Tensor, agg: str = "token-mean") -> Tensor:
-    """Reduce per-token ``values[N, T]`` to a scalar with one of ``AGGREGATIONS``."""
+def aggregate(values: Tensor, mask: Tensor, agg: str = "token-mean", denominator: float | Tensor | None = None) -> Tensor:
+    """Reduce per-token ``values[N, T]`` to a scalar with one of ``AGGREGATIONS``.
+
+    ``denominator=None`` averages over these N rows. A micro-batch of a larger batch passes the
+    batch's own count (``batch_denominator``) instead, so that summing the micro-batches' losses
+    gives the batch's mean exactly, whatever the micro-batch size.
+    """
     if agg == "token-mean":
-        return masked_mean(values, mask)  # []
+        if denominator is None:
+            return masked_mean(values, mask)  # []
+        return torch.where(mask.bool(), values, torch.zeros_like(values)).sum() / denominator  # []
     if agg == "seq-mean-token-mean":
         per_seq = masked_mean(values, mask, dim=-1)  # [N]
         has_tokens = mask.bool().any(dim=-1)  # [N]
-        return masked_mean(per_seq, has_tokens)  # []
+        if denominator is None:
+            return masked_mean(per_seq, has_tokens)  # []
+        return torch.where(has_tokens, per_seq, torch.zeros_like(per_seq)).sum() / denominator  # []
     raise ValueError(f"unknown agg {agg!r}; expected one of {AGGREGATIONS}")
+
+
+def batch_denominator(mask: Tensor, agg: str = "token-mean") -> float:
+    """What ``aggregate`` divides by over a whole batch ``mask[N, T]``: its tokens (token-mean)
+    or its sequences that have tokens (seq-mean-token-mean); at least 1."""
+    if agg not in AGGREGATIONS:
+        raise ValueError(f"unknown agg {agg!r}; expected one of {AGGREGATIONS}")
+    valid = mask.bool()
+    count = valid.sum() if agg == "token-mean" else valid.any(dim=-1).sum()
+    return max(1.0, float(count))
 
 
 def group_advantages(rewards: Tensor, eps: float = 1e-6, scale_by_std: bool = True) -> Tensor:
@@ -166,13 +185,15 @@ def policy_loss(
     clip_dual: float | None = 3.0,
     agg: str = "token-mean",
     entropy: Tensor | None = None,
+    denominator: float | Tensor | None = None,
 ) -> tuple[Tensor, PolicyStats]:
     """Clipped-ratio GRPO loss with clip-higher and dual-clip; see the module docstring.
 
     ``logp``, ``old_logp``, ``mask`` (and ``entropy``, if given) are ``[N, T]`` per-token
     values for N sampled sequences; ``advantages`` is ``[N]``. Gradients flow only through
     ``logp``: ``old_logp``, ``advantages`` and ``entropy`` are detached. ``clip_dual=None``
-    turns dual-clip off. Returns ``(loss, stats)`` with ``loss`` a 0-dim tensor.
+    turns dual-clip off. ``denominator``: the whole batch's count when these N rows are one
+    micro-batch of it (see ``aggregate``). Returns ``(loss, stats)`` with ``loss`` a 0-dim tensor.
     """
     if agg not in AGGREGATIONS:
         raise ValueError(f"unknown agg {agg!r}; expected one of {AGGREGATIONS}")
@@ -193,7 +214,7 @@ def policy_loss(
     if clip_dual is not None:
         capped = torch.minimum(per_token, -adv * clip_dual)  # [N, T]
         per_token = torch.where(adv < 0, capped, per_token)  # [N, T]
-    loss = aggregate(per_token, valid, agg)  # []
+    loss = aggregate(per_token, valid, agg, denominator)  # []
 
     with torch.no_grad():
         positive, negative = adv > 0, adv < 0  # [N, 1] each

@@ -13,8 +13,9 @@ Processors of different families lay the same things out differently:
 
 So a key is one of: a token-aligned tensor [B, T] (input_ids, attention_mask and the extras in
 `PER_TOKEN`); a packed tensor (a `PACKED` key, when its size key is present); or batch-major.
-Three operations follow from that alone: take some rows (`rows_of`), join single-row encodings
-into a batch (`collate_rows`), and extend prompts by their completions (`with_completion`).
+The operations follow from that alone: take some rows (`rows_of`), join single-row encodings
+into a batch (`collate_rows`), drop padding columns no row uses (`trim_left_padding`), and
+extend prompts by their completions (`with_completion`).
 What a completion must never contain, the image and video special tokens, is data too:
 config attributes and token-name patterns (`multimodal_token_ids`).
 """
@@ -22,12 +23,7 @@ config attributes and token-name patterns (`multimodal_token_ids`).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
-
 import torch
-
-if TYPE_CHECKING:
-    from vinci.rollout import Rollout
 
 TOKENS = {"input_ids": None, "attention_mask": 0}  # [B, T]; None: the tokenizer's pad id
 PER_TOKEN = {"mm_token_type_ids": 0, "token_type_ids": 0}  # [B, T] extras -> the value of a text token
@@ -111,17 +107,20 @@ def with_completion(inputs: dict[str, torch.Tensor], ids: torch.Tensor, mask: to
     return out
 
 
-def sequence_inputs(rollout: "Rollout", rows: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Model inputs for prompt + completion of the given rollout rows.
-
-    Returns (inputs, completion ids [n, L], completion mask [n, L]).
-    """
-    done = rollout.completions
-    prompts = [r // rollout.group_size for r in rows]
-    index = torch.tensor(rows, device=done.completion_ids.device)
-    ids = done.completion_ids.index_select(0, index)  # [n, L]
-    mask = done.completion_mask.index_select(0, index)  # [n, L]
-    return with_completion(rows_of(rollout.batch.inputs, prompts), ids, mask), ids, mask
+def trim_left_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the leading columns that are padding in every row (left-padded prompts taken out of
+    a larger batch keep the padding only its longest prompt needed). Attention ignores those
+    columns, so what the model computes does not change; the KV cache and activations shrink."""
+    attention = inputs["attention_mask"]  # [n, T]
+    real = attention.bool().any(dim=0).nonzero()  # [k, 1] columns where some row has a token
+    first = int(real[0, 0]) if real.numel() else 0
+    if first == 0:
+        return inputs
+    out = dict(inputs)
+    for key in (*TOKENS, *PER_TOKEN):
+        if key in out:
+            out[key] = out[key][:, first:]  # [n, T - first]
+    return out
 
 
 def multimodal_token_ids(model, tokenizer=None) -> list[int]:

@@ -91,7 +91,7 @@ class SFTModule(BackboneModule):
     def _log_samples(self, batch: SFTBatch) -> None:
         """Greedy-decode the first validation prompts and write prompt/answer text to the logger."""
         from vinci.generation import sample
-        from vinci.rollout import rows_of
+        from vinci.inputs import rows_of
 
         n = min(self.show_samples, batch.labels.shape[0])
         texts = []

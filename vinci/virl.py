@@ -1,18 +1,29 @@
 """ViRL: GRPO whose reward is how much the rendered program looks like the prompt image.
 
-One training step per batch of B prompts (the callbacks do the first two stages):
+One optimizer update per rollout batch of B prompts (`data.batch_size`), in five phases that
+`training_step` calls in order, each a method here:
 
-    RolloutSampler    G samples per prompt, no grad            -> rollout.completions [N = B*G]
-    RenderRollouts    code -> image in the sandboxed pool       -> rollout.render_future
-    training_step     reward = 0.9 visual + 0.1 format          -> [B, G]
-                      advantages, group-normalised              -> [B, G]
-                      ppo_epochs x micro-batches of the clipped loss (+ optional KL), one update each epoch;
-                      the first epoch's log-probs, detached, are the old log-probs [N, L]
-    RewardLogger      scalars, image grids and code to TensorBoard
+    sample          G answers per prompt, `sampler.prompts_per_generation` prompts per
+                    generate call (that chunk sets the KV cache)           -> Rollout [N = B*G]
+    submit_renders  each chunk's programs go to the render pool as soon as it is sampled,
+                    and the reward encoder scores the renders that came back while later
+                    chunks sample
+    score           waits for the last renders: reward = 0.9 visual + 0.1 format  -> [N]
+    advantages      group-normalised over every rank's groups                     -> [N]
+    update          ppo_epochs x mini_batches optimizer steps, each over micro-batches of the
+                    clipped loss (+ optional KL), normalised by the tokens (or sequences) of
+                    the whole mini-batch, so the micro-batch size changes memory, never the
+                    gradient
+
+The rollout waits in host memory; each micro-batch's inputs reach the device alone. The three
+callbacks hold what the phases need: `RolloutSampler` the sampling settings, `RenderRollouts`
+the render pool, `RewardLogger` the TensorBoard output (from the step's returned rollout).
 
 Optimisation is manual (several updates per batch), so gradient clipping is `max_grad_norm`
-here rather than the Trainer's `gradient_clip_val`. The reference policy for the KL term is
-the frozen starting adapter loaded a second time as another peft adapter on the same backbone.
+here rather than the Trainer's `gradient_clip_val`; it runs in `on_before_optimizer_step`,
+after a 16-mixed gradient scaler has unscaled the gradients. The reference policy for the KL
+term is the frozen starting adapter loaded a second time as another peft adapter on the same
+backbone.
 """
 
 from __future__ import annotations
@@ -27,11 +38,12 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from vinci import grpo
 from vinci.backbone import Backbone, resolve_adapter, tie_output_head
+from vinci.data.collate import RLBatch
 from vinci.logprobs import DEFAULT_CHUNK, sequence_logp
 from vinci.module import BackboneModule
-from vinci.reward.format import composite_reward, format_reward
+from vinci.reward import programs
 from vinci.reward.metric import PatchSimilarity
-from vinci.rollout import Rollout, sequence_inputs
+from vinci.rollout import Rollout, join_completions, prompt_chunk
 
 REFERENCE = "reference"  # name of the frozen adapter used by the KL term
 
@@ -46,6 +58,7 @@ class ViRLModule(BackboneModule):
         min_lr_ratio: float = 1.0,
         vision_lr_scale: float = 1.0,
         ppo_epochs: int = 1,
+        mini_batches: int = 1,
         micro_batch_size: int = 8,
         max_grad_norm: float = 1.0,
         clip_low: float = 0.2,
@@ -72,8 +85,11 @@ class ViRLModule(BackboneModule):
             warmup_ratio: linear warmup share of all steps (0 = constant after step 0).
             min_lr_ratio: final learning rate as a share of the peak (1 = constant).
             vision_lr_scale: the vision tower's learning rate as a share of the optimizer's.
-            ppo_epochs: updates over the same rollouts, each against the sampling-time log-probs.
-            micro_batch_size: rollout rows per forward/backward; the update covers all N rows.
+            ppo_epochs: passes over the same rollouts, each against the sampling-time log-probs.
+            mini_batches: optimizer steps per pass, each over 1/mini_batches of the rollout rows
+                (verl's mini-batch); 1 = one update per rollout batch (VinciCoder).
+            micro_batch_size: rollout rows per forward/backward; memory only: the loss is
+                normalised over the whole mini-batch, so the gradient does not depend on it.
             max_grad_norm: gradient-norm clip per update.
             clip_low: PPO ratio clip below 1.
             clip_high: PPO ratio clip above 1 (DAPO clip-higher when > clip_low).
@@ -97,7 +113,11 @@ class ViRLModule(BackboneModule):
         super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio, vision_lr_scale)
         self.save_hyperparameters()
         self.automatic_optimization = False
+        if ppo_epochs < 1 or mini_batches < 1 or micro_batch_size < 1:
+            raise ValueError(f"ppo_epochs, mini_batches and micro_batch_size must be >= 1, got "
+                             f"{ppo_epochs}, {mini_batches}, {micro_batch_size}")
         self.ppo_epochs = ppo_epochs
+        self.mini_batches = mini_batches
         self.micro_batch_size = micro_batch_size
         self.max_grad_norm = max_grad_norm
         self.clip = dict(clip_low=clip_low, clip_high=clip_high, clip_dual=clip_dual, agg=loss_agg)
@@ -111,7 +131,8 @@ class ViRLModule(BackboneModule):
         self.scale_advantages = scale_advantages
         self.head_chunk = head_chunk
         self.temperature = temperature  # the sampler's: log-probs use the sampling distribution
-        self.rollout: Optional[Rollout] = None  # filled by the callbacks for the current batch
+        self.pipeline = None  # callbacks.pipeline.Pipeline, found at fit start
+        self.grad_norms: list[float] = []  # of this step's optimizer steps, after unscaling
 
     def prepare_data(self) -> None:
         super().prepare_data()
@@ -148,28 +169,142 @@ class ViRLModule(BackboneModule):
             parameter.requires_grad = "lora_" in name and f".{REFERENCE}." not in name
 
     def on_fit_start(self) -> None:
-        from callbacks.pipeline import check_pipeline
+        from callbacks.pipeline import find_pipeline
 
-        check_pipeline(self.trainer.callbacks)
+        self.pipeline = find_pipeline(self.trainer.callbacks)
         if self.drop_zero_std_groups and self.trainer.world_size > 1:
             # DDP all-reduces gradients at every manual_backward: a rank that drops more groups runs
             # fewer micro-batches (none when every group ties) and the other ranks wait forever.
             raise ValueError("drop_zero_std_groups does not work with more than one process yet; "
                              "set model.init_args.drop_zero_std_groups: false")
 
-    # ---- log-probabilities ------------------------------------------------------------
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        """A rollout batch stays in host memory: `sample` moves one chunk at a time to the device,
+        `update` one micro-batch, so device memory does not grow with the batch."""
+        if isinstance(batch, RLBatch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    # ---- the step, top to bottom ------------------------------------------------------------
+    def training_step(self, batch: RLBatch, batch_idx: int) -> dict:
+        rollout = self.sample(batch)  # also submits each chunk's renders and scores those back
+        ref_logp = self.reference_logp(rollout) if self.kl_coef > 0 else None  # [N, L] host, while renders finish
+        rewards = self.score(rollout, wait=True)  # [N] each part
+        advantages, rows, group_stats = self.advantages(rewards, rollout.num_prompts, rollout.group_size)  # [N]
+        started = time.perf_counter()
+        stats = self.update(rollout, rows, advantages, ref_logp)
+        rollout.seconds["update"] = time.perf_counter() - started
+        stats.update(group_stats)
+        B = rollout.num_prompts
+        self.log("train/visual_epoch", self.visual, on_step=False, on_epoch=True, batch_size=B)  # Lightning syncs + resets it
+        for name, value in stats.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=B)
+        return {"rollout": rollout}  # for the RewardLogger's on_train_batch_end
+
+    def validation_step(self, batch: RLBatch, batch_idx: int) -> None:
+        """Held-out check during fit: one greedy answer per prompt, rendered and scored as in
+        training; logs val/ means (trainer val_check_interval sets how often, limit_val_batches
+        how many prompts)."""
+        rollout = self.sample(batch, greedy=True)
+        parts = self.score(rollout, wait=True, metric=self.val_visual)
+        B = rollout.num_prompts
+        for name, value in (("reward", parts.overall), ("format", parts.format), ("render", parts.rendered)):
+            # on the module's device: NCCL cannot reduce a host tensor (sync_dist)
+            mean = value.float().mean().to(self.device)
+            self.log(f"val/{name}", mean, on_step=False, on_epoch=True, batch_size=B, sync_dist=True)
+        self.log("val/visual", self.val_visual, on_step=False, on_epoch=True, batch_size=B)  # Lightning syncs + resets it
+
+    # ---- 1. sample ------------------------------------------------------------------------
+    def sample(self, batch: RLBatch, greedy: bool = False) -> Rollout:
+        """G answers per prompt (one greedy answer with `greedy`), chunk by chunk; each chunk's
+        programs go to the render pool at once, and renders already back are scored."""
+        sampler = self.pipeline.sampler
+        rollout = Rollout(batch=batch, group_size=1 if greedy else sampler.num_samples)
+        rollout.seconds.update(sample=0.0, score=0.0, render_exposed=0.0)
+        chunks = []
+        for start, stop in sampler.chunks(len(batch.images)):
+            began = time.perf_counter()
+            chunk = prompt_chunk(batch, start, stop)
+            done = sampler.answer(self, chunk) if greedy else sampler.sample_chunk(self, chunk)  # host tensors
+            rollout.seconds["sample"] += time.perf_counter() - began
+            chunks.append((done.completion_ids, done.completion_mask))  # [n, L_chunk] each
+            rollout.texts += done.texts
+            self.submit_renders(rollout, start * rollout.group_size, done.texts)
+            self.score(rollout, wait=False, metric=self.val_visual if greedy else None)
+        rollout.completion_ids, rollout.completion_mask = join_completions(chunks, self.processor.tokenizer.pad_token_id)
+        return rollout
+
+    # ---- 2. submit renders ----------------------------------------------------------------
+    def submit_renders(self, rollout: Rollout, first_row: int, texts: list[str]) -> None:
+        """Send rows [first_row, first_row + len(texts)) to the render pool without waiting."""
+        languages = rollout.languages[first_row : first_row + len(texts)]
+        renders = self.pipeline.render.submit(texts, languages)
+        rollout.pending.append((first_row, renders))
+        rollout.render_jobs += len(renders.jobs)
+
+    # ---- 3. score -------------------------------------------------------------------------
+    def score(self, rollout: Rollout, wait: bool, metric: Optional[PatchSimilarity] = None):
+        """Score submitted chunks in row order: those whose renders are back, or, with `wait`,
+        all of them. Returns the rollout's RewardParts ([N] each) once every row is scored.
+        The seconds spent waiting here are `render_exposed`: rendering that sampling did not hide."""
+        metric = self.visual if metric is None else metric
+        while rollout.pending:
+            first, renders = rollout.pending[0]
+            if not (wait or renders.done()):
+                break
+            began = time.perf_counter()
+            results = renders.wait()  # [n] RenderResult
+            scoring = time.perf_counter()
+            rollout.seconds["render_exposed"] += scoring - began
+            rows = slice(first, first + len(results))
+            parts = programs.reward(rollout.texts[rows], rollout.languages[rows], rollout.references[rows],
+                                    results, metric, self.format_weight)  # [n] each
+            rollout.seconds["score"] += time.perf_counter() - scoring
+            rollout.scored.append(parts)
+            rollout.renders += results
+            rollout.codes += renders.codes
+            rollout.pending.pop(0)
+            window = (renders.submitted, renders.finished or scoring)
+            rollout.render_window = window if rollout.render_window is None else (
+                min(rollout.render_window[0], window[0]), max(rollout.render_window[1], window[1]))
+        if rollout.pending or len(rollout.renders) < rollout.num_prompts * rollout.group_size:
+            return None  # rows still rendering, or not sampled yet
+        if rollout.rewards is None:
+            rollout.rewards = programs.cat_parts(rollout.scored)  # [N] each
+            rollout.seconds["render"] = rollout.render_window[1] - rollout.render_window[0]  # first submit -> last result
+        return rollout.rewards
+
+    # ---- 4. advantages --------------------------------------------------------------------
+    def advantages(self, rewards, B: int, G: int) -> tuple[torch.Tensor, list[int], dict[str, float]]:
+        """(advantages [N] on the device, the rows that enter the loss, group statistics)."""
+        overall = rewards.overall.to(self.device).view(B, G)  # [B, G]
+        # Gather every rank's groups before the group statistics, so frac_zero_std and any
+        # batch-level normalisation see the whole global batch, not one rank's share.
+        everyone = self.all_gather(overall).reshape(-1, G)  # [W*B, G]
+        advantages_all = grpo.group_advantages(everyone, scale_by_std=self.scale_advantages)  # [W*B, G]
+        start = self.global_rank * B if everyone.shape[0] > B else 0
+        advantages = advantages_all[start : start + B].reshape(-1)  # [N]
+        keep = torch.ones(B, dtype=torch.bool, device=self.device)  # [B]
+        if self.drop_zero_std_groups:
+            keep = overall.std(dim=1, unbiased=False) > 0  # [B]
+        rows = [n for n in range(B * G) if keep[n // G]]
+        stats = dict(frac_reward_zero_std=grpo.frac_zero_std(everyone), groups_kept=float(keep.float().mean()))
+        return advantages, rows, stats
+
+    # ---- 5. update ------------------------------------------------------------------------
     def completion_logp(self, rollout: Rollout, rows: list[int], with_entropy: bool = False):
-        """Log-probs of the sampled tokens under the current policy: ([n, L], entropy [n, L] | None).
+        """Log-probs of the sampled tokens of `rows` under the current policy: ([n, L], entropy [n, L] | None).
 
         Memory-lean (vinci.logprobs): only completion positions reach the LM head, in chunks of
         `head_chunk`, and no full-vocabulary tensor is kept for the backward.
         """
-        inputs, ids, mask = sequence_inputs(rollout, rows)
+        inputs, ids, mask = rollout.inputs(rows, self.device)
         return sequence_logp(self.model, inputs, ids, mask, self.temperature, self.head_chunk, with_entropy)
 
     @torch.no_grad()
-    def _logp_no_grad(self, rollout: Rollout, adapter: Optional[str] = None) -> torch.Tensor:
-        n = rollout.completions.completion_ids.shape[0]
+    def policy_logp(self, rollout: Rollout, adapter: Optional[str] = None) -> torch.Tensor:
+        """[N, L] log-probs of every row under the policy (or another adapter), in host memory."""
+        n = rollout.completion_ids.shape[0]
         chunks = []
         trainable = {p: p.requires_grad for p in self.model.parameters()} if adapter else {}  # set_adapter changes these
         if adapter:
@@ -177,7 +312,7 @@ class ViRLModule(BackboneModule):
         try:
             for start in range(0, n, self.micro_batch_size):
                 rows = list(range(start, min(n, start + self.micro_batch_size)))
-                chunks.append(self.completion_logp(rollout, rows)[0])
+                chunks.append(self.completion_logp(rollout, rows)[0].cpu())
         finally:
             if adapter:
                 self.model.set_adapter("default")
@@ -185,102 +320,72 @@ class ViRLModule(BackboneModule):
                     parameter.requires_grad_(flag)
         return torch.cat(chunks)  # [N, L]
 
-    # ---- reward -----------------------------------------------------------------------
-    def score(self, rollout: Rollout, metric: Optional[PatchSimilarity] = None):
-        """Composite reward parts, each [N]; also feeds `metric` (default: the training one)."""
-        renders = rollout.wait_renders()
-        images = [r.image if r.ok else None for r in renders]  # [N], None scores 0
-        # one encoder pass: per-sample scores, also accumulated into the epoch metric
-        metric = self.visual if metric is None else metric
-        visual = metric.score(images, rollout.references, rollout.languages).float().cpu()  # [N]
-        formats = format_reward(rollout.completions.texts, rollout.languages)  # [N]
-        rendered = torch.tensor([float(r.ok) for r in renders])  # [N]
-        return composite_reward(visual, formats, rendered, format_weight=self.format_weight)
+    def reference_logp(self, rollout: Rollout) -> torch.Tensor:
+        """[N, L] log-probs under the frozen reference adapter (the KL term's), in host memory."""
+        return self.policy_logp(rollout, REFERENCE)
 
-    # ---- the step -----------------------------------------------------------------------
-    def training_step(self, batch, batch_idx: int) -> None:
-        rollout = self.rollout
-        if rollout is None or rollout.batch is not batch:
-            raise RuntimeError("no rollout for this batch: the RolloutSampler callback must run before the step")
-        started = time.perf_counter()
-        ref_logp = self._logp_no_grad(rollout, REFERENCE) if self.kl_coef > 0 else None  # [N, L] while the renders run
-        scored = time.perf_counter()
-        parts = self.score(rollout)
-        rollout.rewards = parts
-        rollout.seconds["score"] = time.perf_counter() - scored
-        B, G = rollout.num_prompts, rollout.group_size
-        rewards = parts.overall.to(self.device).view(B, G)  # [B, G]
-        # Gather every rank's groups before the group statistics, so frac_zero_std and any
-        # batch-level normalisation see the whole global batch, not one rank's share.
-        everyone = self.all_gather(rewards).reshape(-1, G)  # [W*B, G]
-        advantages_all = grpo.group_advantages(everyone, scale_by_std=self.scale_advantages)  # [W*B, G]
-        start = self.global_rank * B if everyone.shape[0] > B else 0
-        advantages = advantages_all[start : start + B].reshape(-1)  # [N]
-        keep = torch.ones(B, dtype=torch.bool, device=self.device)  # [B]
-        if self.drop_zero_std_groups:
-            keep = rewards.std(dim=1, unbiased=False) > 0  # [B]
-        rows = [n for n in range(B * G) if keep[n // G]]
-        stats = self._update(rollout, rows, advantages, ref_logp)
-        rollout.seconds["update"] = time.perf_counter() - started - rollout.seconds["score"]
-        stats.update(
-            frac_reward_zero_std=grpo.frac_zero_std(everyone),
-            groups_kept=float(keep.float().mean()),
-        )
-        self.log("train/visual_epoch", self.visual, on_step=False, on_epoch=True, batch_size=B)  # Lightning syncs + resets it
-        for name, value in stats.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=B)
+    def update(self, rollout: Rollout, rows: list[int], advantages: torch.Tensor, ref_logp) -> dict[str, float]:
+        """ppo_epochs x mini_batches optimizer steps over `rows`.
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        """Held-out check during fit: the sampler answered each prompt once, greedily, and the
-        render callback drew it; score it as training does and log val/ means (trainer
-        val_check_interval sets how often, limit_val_batches how many prompts)."""
-        rollout = self.rollout
-        if rollout is None or rollout.batch is not batch:
-            raise RuntimeError("no rollout for this validation batch: the RolloutSampler callback must run first")
-        parts = self.score(rollout, self.val_visual)
-        B = len(batch.images)
-        for name, value in (("reward", parts.overall), ("format", parts.format), ("render", parts.rendered)):
-            self.log(f"val/{name}", value.float().mean(), on_step=False, on_epoch=True, batch_size=B, sync_dist=True)
-        self.log("val/visual", self.val_visual, on_step=False, on_epoch=True, batch_size=B)  # Lightning syncs + resets it
-
-    def _update(self, rollout, rows, advantages, ref_logp) -> dict[str, float]:
-        """ppo_epochs optimizer steps over `rows`. The weights do not change before the first
-        epoch's step, so that epoch's log-probs are the sampling policy's: detached, they are the
-        old log-probs of every epoch, and no separate no-grad pass is needed."""
+        With one mini-batch, the weights do not change before the first epoch's step, so that
+        epoch's log-probs are the sampling policy's: detached, they are the old log-probs of
+        every epoch, and no separate pass is needed. With several, a no-grad pass computes them
+        first. Each mini-batch's loss is normalised by that mini-batch's tokens (or sequences),
+        so its micro-batches add up to exactly one mean.
+        """
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
-        totals: dict[str, float] = {}
-        mask_all = rollout.completions.completion_mask.float().to(advantages.device)  # [N, L]
-        old_logp: dict[int, torch.Tensor] = {}  # micro-batch start -> [n, L], filled in epoch 0
-        n_micro, norms = 0, []
+        mask_all = rollout.completion_mask  # [N, L] host
+        old_all = self.policy_logp(rollout) if self.mini_batches > 1 and rows else None  # [N, L] host
+        first_epoch: dict[int, torch.Tensor] = {}  # row -> [L] log-probs of the first pass, host
+        size = -(-len(rows) // self.mini_batches) if rows else 1
+        minis = [rows[i : i + size] for i in range(0, len(rows), size)]
+        totals: dict[str, float] = {}  # per-micro-batch statistics, averaged
+        sums: dict[str, float] = {}  # shares of each mini-batch's mean, which add up to it
+        n_micro = 0
+        self.grad_norms = []
         for _ in range(self.ppo_epochs):
-            optimizer.zero_grad()
-            for start in range(0, len(rows), self.micro_batch_size):
-                micro = rows[start : start + self.micro_batch_size]
-                index = torch.tensor(micro, device=advantages.device)
-                logp, entropy = self.completion_logp(rollout, micro, with_entropy=True)  # [n, L]
-                old = old_logp.setdefault(start, logp.detach())  # [n, L]
-                mask = mask_all.index_select(0, index)  # [n, L]
-                loss, pstats = grpo.policy_loss(
-                    logp, old, advantages.index_select(0, index), mask,
-                    entropy=entropy.detach(), **self.clip,
-                )
-                if ref_logp is not None:
-                    kl = grpo.kl_penalty(logp, ref_logp.index_select(0, index), kind=self.kl_estimator)  # [n, L]
-                    kl_term = grpo.masked_mean(kl, mask)
-                    loss = loss + self.kl_coef * kl_term
-                    totals["kl"] = totals.get("kl", 0.0) + float(kl_term.detach())
-                self.manual_backward(loss * len(micro) / max(1, len(rows)))
-                for name, value in pstats.as_dict().items():
-                    totals[name] = totals.get(name, 0.0) + float(value)
-                totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
-                n_micro += 1
-            if rows:
-                norms.append(float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.max_grad_norm)))
-                optimizer.step()
+            for mini in minis:
+                optimizer.zero_grad()
+                denominator = grpo.batch_denominator(mask_all[mini], self.clip["agg"])
+                for start in range(0, len(mini), self.micro_batch_size):
+                    micro = mini[start : start + self.micro_batch_size]
+                    index = torch.tensor(micro, device=self.device)
+                    logp, entropy = self.completion_logp(rollout, micro, with_entropy=True)  # [n, L]
+                    if old_all is not None:
+                        old = old_all[micro].to(self.device)  # [n, L]
+                    else:
+                        for row, values in zip(micro, logp.detach().cpu()):
+                            first_epoch.setdefault(row, values)
+                        old = torch.stack([first_epoch[row] for row in micro]).to(self.device)  # [n, L]
+                    mask = mask_all[micro].to(self.device)  # [n, L]
+                    loss, pstats = grpo.policy_loss(
+                        logp, old, advantages.index_select(0, index), mask,
+                        entropy=entropy.detach(), denominator=denominator, **self.clip,
+                    )
+                    if ref_logp is not None:
+                        kl = grpo.kl_penalty(logp, ref_logp[micro].to(self.device), kind=self.kl_estimator)  # [n, L]
+                        kl_term = grpo.aggregate(kl, mask, self.clip["agg"], denominator)
+                        loss = loss + self.kl_coef * kl_term
+                        sums["kl"] = sums.get("kl", 0.0) + float(kl_term.detach())
+                    self.manual_backward(loss)
+                    for name, value in pstats.as_dict().items():
+                        totals[name] = totals.get(name, 0.0) + float(value)
+                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                    n_micro += 1
+                optimizer.step()  # clips first: on_before_optimizer_step
                 if scheduler is not None:  # per optimizer step, as max_steps counts them
                     scheduler.step()
+        steps = max(1, self.ppo_epochs * len(minis))
         result = {k: v / max(1, n_micro) for k, v in totals.items()}
-        if norms:
-            result["grad_norm"] = sum(norms) / len(norms)
+        result.update({k: v / steps for k, v in sums.items()})  # mean over optimizer steps
+        if self.grad_norms:
+            result["grad_norm"] = sum(self.grad_norms) / len(self.grad_norms)
         return result
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Clip the policy's gradient norm. Lightning calls this after a 16-mixed gradient scaler
+        has unscaled the gradients, so the norm is the true one, not x65,536."""
+        if not self.automatic_optimization:
+            norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.max_grad_norm)
+            self.grad_norms.append(float(norm))
