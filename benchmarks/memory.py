@@ -66,7 +66,7 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoProcessor, GenerationConfig
 
 from vinci import grpo
-from vinci.backbone import Backbone, Quantization, load_backbone
+from vinci.backbone import Backbone, Quantization, default_device, load_backbone
 from vinci.data.collate import IGNORE, prompt_text
 from vinci.families import FAMILIES, build_family
 from vinci.generation import sample
@@ -462,7 +462,7 @@ def run_policy(task: dict) -> dict:
     qlora = task["qlora"]
     settings = Backbone(model=task["folder"], dtype="bfloat16", gradient_checkpointing=True,
                         quantization=Quantization(load_in_4bit=qlora))
-    model, processor = load_backbone(settings, trainable=True)
+    model, processor = load_backbone(settings, trainable=True, device=default_device())  # a QLoRA base loads there
     if qlora:  # as ViRLModule.configure_model: only LoRA matrices train
         for n, p in model.named_parameters():
             p.requires_grad = "lora_" in n

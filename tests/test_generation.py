@@ -4,7 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vinci.generation import completion_mask, multimodal_token_ids, sample
+from vinci.generation import completion_mask, sample
+from vinci.inputs import multimodal_token_ids
 from vinci.logprobs import DEFAULT_CHUNK
 
 

@@ -6,6 +6,10 @@ is just a local directory). The result is always a `peft.PeftModel`, so the adap
 standard PEFT format and `PeftModel.from_pretrained` reloads it with no vinci code.
 
 Variants are settings, not code paths: QLoRA is LoRA plus `Quantization(load_in_4bit=True)`.
+
+The model loads onto the device it will run on, and `dtype: auto` follows that device: inside
+Lightning, the trainer's (BackboneModule passes its own device); elsewhere the caller's, the CPU
+unless it says otherwise. Whether the machine has a GPU decides neither.
 """
 
 from __future__ import annotations
@@ -58,17 +62,24 @@ class Backbone:
     model: str = "artifacts/tiny-vlm"  # hub id or local directory
     embedded: bool = False  # build the embedded tiny VLM at `model` first when the directory is missing
     adapter: Optional[str] = None  # start from this PEFT adapter directory (e.g. the SFT adapter)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = bf16 on a CUDA device, fp32 on the CPU
     attn_implementation: Optional[str] = "sdpa"  # sdpa | eager | flash_attention_2; None = model default
     gradient_checkpointing: bool = False  # recompute activations: less memory, ~30% slower
     lora: Lora = field(default_factory=Lora)
     quantization: Quantization = field(default_factory=Quantization)
 
 
-def resolve_dtype(name: str) -> torch.dtype:
+def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
+    """`name` as a torch dtype; "auto" is bf16 when the model runs on a CUDA device, else fp32."""
     if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     return getattr(torch, name)
+
+
+def default_device() -> torch.device:
+    """For standalone tools (export, benchmarks): the current CUDA device if there is one, else
+    the CPU. Training and evaluation use the trainer's device instead (BackboneModule)."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def _named_part(model: nn.Module, names: tuple[str, ...]) -> list[str]:
@@ -133,8 +144,9 @@ def load_processor(model: str):
     return processor
 
 
-def four_bit_kwargs(quant: Quantization, device_map=None) -> dict:
-    """from_pretrained arguments that load the base in 4 bit (bitsandbytes) on one device."""
+def four_bit_kwargs(quant: Quantization, device_map=None, device: torch.device | str | None = None) -> dict:
+    """from_pretrained arguments that load the base in 4 bit (bitsandbytes) on `device` (None:
+    `default_device()`), or as `device_map` places it."""
     from transformers import BitsAndBytesConfig
 
     config = BitsAndBytesConfig(
@@ -143,25 +155,27 @@ def four_bit_kwargs(quant: Quantization, device_map=None) -> dict:
         bnb_4bit_use_double_quant=quant.double_quant,
         bnb_4bit_compute_dtype=getattr(torch, quant.compute_dtype),
     )
-    device = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
-    return {"quantization_config": config, "device_map": device_map or device}
+    device = torch.device(device) if device is not None else default_device()
+    return {"quantization_config": config, "device_map": device_map or {"": device}}
 
 
-def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
-    """Return (peft model, processor). With `trainable`, ready for training: only LoRA parameters
-    require grad. Without it (evaluation), nothing requires grad and a 4-bit model is not prepared
-    for k-bit training (no fp32 upcasts, no input grads)."""
+def load_backbone(settings: Backbone, device_map=None, trainable: bool = True, device: torch.device | str = "cpu"):
+    """Return (peft model, processor), the model on `device` (or placed by `device_map`), in the
+    dtype `settings.dtype` names, where "auto" follows `device`. With `trainable`, ready for
+    training: only LoRA parameters require grad. Without it (evaluation), nothing requires grad
+    and a 4-bit model is not prepared for k-bit training (no fp32 upcasts, no input grads)."""
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForImageTextToText
 
     ensure_model(settings)
-    dtype = resolve_dtype(settings.dtype)
+    device = torch.device(device)
+    dtype = resolve_dtype(settings.dtype, device)
     kwargs = dict(dtype=dtype)
     if settings.attn_implementation:
         kwargs["attn_implementation"] = settings.attn_implementation
     quant = settings.quantization
     if quant.load_in_4bit:
-        kwargs.update(four_bit_kwargs(quant, device_map))
+        kwargs.update(four_bit_kwargs(quant, device_map, device))
     elif device_map is not None:
         kwargs["device_map"] = device_map
     try:
@@ -171,6 +185,8 @@ def load_backbone(settings: Backbone, device_map=None, trainable: bool = True):
             f"could not load model {settings.model!r}: give a local model directory, a hub id "
             f"already in the local cache, or set `embedded: true` for the tiny default ({err})"
         ) from err
+    if device_map is None and not quant.load_in_4bit:
+        model.to(device)
     processor = load_processor(settings.model)
 
     if quant.load_in_4bit and trainable:

@@ -3,15 +3,23 @@
 Used by the ViRL rollout sampler, by held-out evaluation and by the SFT module's sample
 display. Runs in eval mode under no_grad with the KV cache on, even when the model trains with
 gradient checkpointing (which turns the cache off), and restores the previous mode after.
+
+Sampling is exactly what its arguments say, whatever the model's released `generation_config.json`
+sets: instruct models ship a repetition penalty, top-k, n-gram bans..., which would make rollouts
+come from a distribution the ViRL update does not score (a biased gradient) and "greedy"
+evaluation not greedy. Only the special-token ids are taken from the model's config.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from vinci.inputs import multimodal_token_ids  # also imported from here by older code
+from vinci.inputs import multimodal_token_ids
+
+SPECIAL_TOKENS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
 
 
 @dataclass
@@ -39,6 +47,57 @@ def eos_token_ids(model, processor) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+def sampling_config(
+    model,
+    processor,
+    num_samples: int,
+    max_new_tokens: int,
+    min_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+):
+    """A `GenerationConfig` built from scratch: the arguments, the special-token ids of the model's
+    own config and vision tokens suppressed; every other field keeps transformers' neutral default."""
+    from transformers import GenerationConfig
+
+    released = model.generation_config
+    pad = processor.tokenizer.pad_token_id
+    return GenerationConfig(
+        eos_token_id=sorted(eos_token_ids(model, processor)),
+        pad_token_id=pad if pad is not None else released.pad_token_id,
+        bos_token_id=released.bos_token_id,
+        decoder_start_token_id=released.decoder_start_token_id,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else 1.0,
+        top_p=top_p if do_sample else 1.0,
+        top_k=0,  # off: transformers' default is 50
+        num_return_sequences=num_samples,
+        use_cache=True,
+        suppress_tokens=multimodal_token_ids(model, processor.tokenizer) or None,
+    )
+
+
+@contextmanager
+def generation_defaults(model, config):
+    """Make `config` the model's own generation config while `generate` runs.
+
+    transformers fills every field a passed `generation_config` leaves unset (None) from the
+    model's `generation_config` (5.x `_prepare_generation_config`), custom entries included, so
+    passing a config alone still inherits, say, `min_p`, `bad_words_ids` or `sequence_bias` from
+    a released model. With the config standing in for the model's, nothing else is read.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: generate runs here
+    released = base.generation_config
+    base.generation_config = config
+    try:
+        yield
+    finally:
+        base.generation_config = released
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -46,30 +105,23 @@ def sample(
     inputs: dict[str, torch.Tensor],
     num_samples: int = 1,
     max_new_tokens: int = 512,
-    min_new_tokens: int = 0,
     do_sample: bool = True,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    min_new_tokens: int = 0,
 ) -> Completions:
-    """Generate `num_samples` completions per prompt; rows are prompt-major ([b0g0, b0g1, ...])."""
+    """Generate `num_samples` completions per prompt; rows are prompt-major ([b0g0, b0g1, ...]).
+
+    `min_new_tokens` > 0 bans EOS until that many tokens are out (for timing and memory checks
+    at full length; it changes the sampled distribution, so not for training rollouts).
+    """
     was_training = model.training
     model.eval()
-    eos = eos_token_ids(model, processor)
+    config = sampling_config(model, processor, num_samples, max_new_tokens, min_new_tokens, do_sample, temperature, top_p)
+    eos = set(config.eos_token_id)
     try:
-        sequences = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens or None,
-            do_sample=do_sample,
-            temperature=temperature if do_sample else None,
-            top_p=top_p if do_sample else None,
-            top_k=None,
-            num_return_sequences=num_samples,
-            use_cache=True,
-            eos_token_id=sorted(eos),
-            pad_token_id=processor.tokenizer.pad_token_id,
-            suppress_tokens=multimodal_token_ids(model, processor.tokenizer) or None,
-        )  # [N, P + L]
+        with generation_defaults(model, config):
+            sequences = model.generate(**inputs, generation_config=config)  # [N, P + L]
     finally:
         model.train(was_training)
     prompt_len = inputs["input_ids"].shape[1]

@@ -63,7 +63,9 @@ class BackboneModule(L.LightningModule):
 
     def configure_model(self) -> None:
         if self.model is None:
-            self.model, self.processor = load_backbone(self.backbone, trainable=self.trains)
+            # Inside fit/validate/test, Lightning sets `self.device` to the strategy's root device
+            # before this hook (call._call_setup_hook), although the module moves there later.
+            self.model, self.processor = load_backbone(self.backbone, trainable=self.trains, device=self.device)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
