@@ -89,7 +89,7 @@ def test_recipe_builds_with_its_familys_tiny_model(recipe, family_models, tmp_pa
     example = Example(Image.new("RGB", (64, 64), "white"), "<image>Write the svg code.", "svg", "```svg\n<svg/>\n```", "t:0")
     batch = SFTCollator(module.processor)([example])
     if "eval" in recipe.name:
-        assert not module.backbone.quantization.load_in_4bit and not any(p.requires_grad for p in module.model.parameters())
+        assert module.backbone.quantization.load_in_4bit and not any(p.requires_grad for p in module.model.parameters())
         with torch.no_grad():
             assert torch.isfinite(module.model(**batch.inputs, labels=batch.labels).loss)
         return

@@ -3,7 +3,7 @@
 from PIL import Image
 
 from vinci.backbone import load_processor
-from vinci.data.collate import IGNORE, RLCollator, SFTCollator
+from vinci.data.collate import IGNORE, RLBatch, RLCollator, SFTBatch, SFTCollator
 from vinci.data.rows import Example
 
 
@@ -51,3 +51,28 @@ def test_rl_prompts_are_left_padded(tiny_model):
     assert (mask[:, -1] == 1).all()  # every prompt ends at the right edge
     assert batch.languages == ["svg", "python"]
     assert len(batch.images) == 2
+
+
+
+def test_batches_pin_every_tensor_when_the_loader_pins(tiny_model, monkeypatch):
+    """DataLoader(pin_memory=True) returns an object without a pin_memory method as it is: the
+    batch classes must pin their own tensors, or pinning does nothing."""
+    import torch
+    from torch.utils.data._utils.pin_memory import pin_memory  # what the loader calls on each batch
+
+    pinned = []
+
+    def fake_pin(tensor, *args, **kwargs):  # page-locked memory needs a GPU driver: record instead
+        copy = tensor.clone()
+        pinned.append(copy)
+        return copy
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    processor = load_processor(str(tiny_model))
+    for collator, kind in ((SFTCollator(processor), SFTBatch), (RLCollator(processor), RLBatch)):
+        batch = pin_memory(collator(_examples()))
+        assert isinstance(batch, kind)
+        tensors = [t for t in (*batch.inputs.values(), *vars(batch).values()) if isinstance(t, torch.Tensor)]
+        assert len(tensors) >= 3 and all(any(t is p for p in pinned) for t in tensors), kind.__name__
+        if kind is RLBatch:  # the rest of the batch comes through as it was
+            assert len(batch.images) == 2 and batch.languages == ["svg", "python"]

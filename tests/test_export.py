@@ -120,3 +120,28 @@ def test_export_refuses_a_non_empty_folder_and_a_missing_adapter(tiny_model, tmp
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
     with pytest.raises(FileNotFoundError, match="no PEFT adapter"):
         export(tmp_path / "nowhere", tmp_path / "out")
+
+
+def test_a_4bit_base_is_loaded_and_merged_on_the_cpu_even_beside_a_gpu(tiny_model, tmp_path, monkeypatch):
+    """A 7B/8B base dequantised on a 16 GB GPU does not fit: export works in host memory whatever GPUs exist."""
+    adapter = trained_adapter(tiny_model, tmp_path / "adapter", quantized=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    calls = []
+    real_load, real_adapter = AutoModelForImageTextToText.from_pretrained, PeftModel.from_pretrained
+
+    def load(model, **kwargs):
+        calls.append("base")
+        assert kwargs.get("device_map") == {"": "cpu"}  # quantised and dequantised in host memory
+        return real_load(model, **kwargs)
+
+    def load_adapter(base, path, **kwargs):
+        calls.append("adapter")
+        assert kwargs.get("torch_device") == "cpu"  # peft reads the adapter onto the GPU when there is one
+        return real_adapter(base, path, **kwargs)
+
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained", load)
+    monkeypatch.setattr(PeftModel, "from_pretrained", load_adapter)
+    out = export(adapter, tmp_path / "merged", dtype="float32")
+    assert calls == ["base", "adapter"]
+    assert (out / "config.json").is_file()

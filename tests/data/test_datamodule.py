@@ -83,3 +83,25 @@ def test_processor_rules_apply_before_a_batch(tiny_model, tmp_path):
         assert train.skipped == {"bad aspect ratio": 1}
     with pytest.raises(ValueError, match="row 1: field 'images': bad aspect ratio"):
         _module(tiny_model, tmp_path, "sft", validate="full")
+
+
+def test_loaders_keep_their_workers_and_pin_memory_for_a_cuda_trainer(tiny_model, rows_dir, monkeypatch):
+    """Without persistent workers each validation re-forks its workers from the multi-GB trainer;
+    without pinned memory the host-to-GPU copies cannot overlap compute."""
+    import lightning as L
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    def loaders(dm):
+        return dm.train_dataloader(), dm.val_dataloader()
+
+    dm = _module(tiny_model, rows_dir, "sft", num_workers=2)
+    assert all(loader.persistent_workers and not loader.pin_memory for loader in loaders(dm))  # no trainer yet
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    dm.trainer = trainer
+    assert all(loader.persistent_workers and not loader.pin_memory for loader in loaders(dm))
+    monkeypatch.setattr(trainer.strategy, "accelerator", CUDAAccelerator())  # as `accelerator: gpu` sets it
+    assert all(loader.persistent_workers and loader.pin_memory for loader in loaders(dm))
+
+    in_process = _module(tiny_model, rows_dir, "rl", num_workers=0)  # DataLoader refuses persistent workers here
+    in_process.trainer = trainer
+    assert all(not loader.persistent_workers and loader.pin_memory for loader in loaders(in_process))

@@ -94,7 +94,7 @@ class VinciDataModule(L.LightningDataModule):
                 entry's id (NAME) and source path.
             processor: model directory or hub id whose processor tokenises (linked to the model's).
             batch_size: examples per batch (prompts per batch for the rl stage).
-            num_workers: DataLoader worker processes.
+            num_workers: DataLoader worker processes (kept alive across epochs and validations).
             min_pixels: images smaller than this many pixels are scaled up.
             max_pixels: images larger than this many pixels are scaled down.
             max_length: longest sequence in tokens (prompt + answer for sft, prompt for rl);
@@ -247,6 +247,12 @@ class VinciDataModule(L.LightningDataModule):
     def collate(self):
         return SFTCollator(self.processor) if self.stage == "sft" else RLCollator(self.processor)
 
+    def feeds_cuda(self) -> bool:
+        """Whether batches go to a CUDA device: then they are pinned, so the copy can overlap compute."""
+        from lightning.pytorch.accelerators import CUDAAccelerator
+
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+
     def _loader(self, split: str, shuffle: bool):
         if split not in self.datasets:
             return []
@@ -257,6 +263,10 @@ class VinciDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=self.collate(),
             drop_last=shuffle and self.stage == "rl",
+            pin_memory=self.feeds_cuda(),
+            # workers live as long as the loader: validation would otherwise fork new ones from the
+            # multi-GB trainer process at every check
+            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self):
