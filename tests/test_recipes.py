@@ -61,3 +61,13 @@ def test_sft_recipes_train_on_fewer_batches_than_their_validation_interval(tiny_
         trainer = cli.trainer
         assert trainer.num_training_batches < trainer.val_check_interval, recipe.name  # the premise
         assert trainer.global_step == math.ceil(trainer.num_training_batches / 2), recipe.name  # the whole epoch trained
+
+
+TRAINING = sorted(RECIPES.glob("*-qlora-*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", TRAINING, ids=lambda p: p.name)
+def test_training_recipes_use_an_lm_head_chunk_sized_for_a_gpu(recipe):
+    """Each head call reads the whole [V, H] head from GPU memory; 64 positions per read (the CPU
+    default) leave that matmul bandwidth-bound."""
+    assert parse_config(["--config", str(recipe)]).model.init_args.head_chunk >= 512
