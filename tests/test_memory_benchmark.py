@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks import memory_budget as budget
-from benchmarks import memory_fit, memory_measure, memory_models, memory_report
+from benchmarks import memory_bounds, memory_fit, memory_measure, memory_models, memory_report
 from vinci.tensor_memory import LiveTensorBytes
 from vinci.tiny import mrope_sections
 
@@ -209,3 +209,24 @@ def test_report_prints_every_phase_with_card_totals_and_the_chunk_table(capsys):
     proj = memory_report.Projection(made_up_measurements(), made_up_reward(), budget.Allowance())
     step = proj.step_need(4, 2048, 4)
     assert f"{step.total / GiB:8.2f}" in out  # the recipe's step (4 prompts) is printed as its card total
+
+
+def test_bounds_count_the_parameters_and_kv_cache_a_model_really_has(tiny_policy):
+    model, processor, inputs = tiny_policy
+    base = model.get_base_model()
+    one_layer = memory_models.Arch(TINY.family, dict(TINY.text, num_hidden_layers=1), TINY.vision, TINY.tied)  # as built
+    counts = memory_bounds.count(one_layer)
+    assert counts.total == sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)
+    with torch.no_grad():
+        cache = base(**inputs, use_cache=True).past_key_values  # float32 here: twice the bf16 bound
+    held = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+    assert held == 2 * memory_bounds.kv_bytes(one_layer, rows=1, tokens=inputs["input_ids"].shape[1])
+
+
+def test_bounds_exclude_a_pairing_only_when_bytes_that_must_exist_exceed_the_card():
+    counts = memory_bounds.Counts(linear=6_946_000_000, unquantised=1_821_000_000, lora=43_646_976)  # Qwen3-VL-8B
+    phases = dict(memory_bounds.bounds("qwen3-vl-8b", counts, reward=1_217_474_560))
+    evaluation = phases["eval bf16 8 x 3,048"]
+    assert evaluation == 2 * counts.total + memory_bounds.kv_bytes(memory_models.ARCHS["qwen3-vl-8b"], 8, 3048)
+    assert evaluation + budget.CONTEXT_BYTES > budget.CARDS[16]  # bf16 weights alone are 16.3 GiB
+    assert phases["ViRL sampling 1 x 8 at once, + DINOv2-L"] + budget.CONTEXT_BYTES < budget.CARDS[16]  # not excluded
