@@ -30,7 +30,11 @@ transformers one; vLLM runs too once `.venv-vllm` and vinci's vLLM engine exist.
 --tiny swaps the models for their families' tiny fixtures (vinci.families) on the CPU, with 1
 SFT step, 1 ViRL step of 4 new tokens, 2 test prompts and a tiny timm encoder: the same
 script end to end in a few minutes, which is what tests/test_gpu_check.py runs. This script
-has NOT yet run on a GPU.
+has NOT yet run on a GPU. Its time there is estimated, not measured: building the two models
+(~25 GB written), eight loads and eight generate calls of 2,048 tokens (per model: two ViRL steps,
+a validation pass and the test) put it near the 8 minutes it should take; --models and --phases split
+it across calls. Disk: the built models, one merged export at a time (removed once written) and
+DINOv2-L's 1.2 GB, about 45 GB under --out.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import argparse
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -57,7 +62,9 @@ PHASES = ("sft", "virl", "test", "export", "reward")
 FAMILY = {"qwen2.5-vl-3b": "qwen2_5_vl", "qwen3-vl-8b": "qwen3_vl"}  # --tiny: vinci.families fixture
 DINOV2 = "vit_large_patch14_dinov2.lvd142m"
 TINY_ENCODER = "test_vit.r160_in1k"  # timm's test ViT: the same TimmEncoder path in seconds
-ENGINES = ("transformers", "vllm")
+# rollout engine -> (python, extra vinci arguments) for the ViRL phase. vLLM's entry goes here once
+# vinci has the engine (its own interpreter, .venv-vllm/bin/python); `engines` says why it is absent.
+ENGINE_RUN = {"transformers": (sys.executable, [])}
 
 
 @dataclass(frozen=True)
@@ -140,11 +147,11 @@ def phase_config(phase: str, model: str, overrides: dict, out: Path) -> Path:
     return path
 
 
-def run_phase(args: list[str], result: Path, env: dict) -> dict:
+def run_phase(args: list[str], result: Path, env: dict, python: str = sys.executable) -> dict:
     """One gpu_check_phase process; its JSON result, or the error it ended with."""
-    command = [sys.executable, "-m", "benchmarks.gpu_check_phase", "--result", str(result), "--", *args]
+    command = [python, "-m", "benchmarks.gpu_check_phase", "--result", str(result), "--", *args]
     if args and args[0] == "--reward":
-        command = [sys.executable, "-m", "benchmarks.gpu_check_phase", "--result", str(result), *args]
+        command = [python, "-m", "benchmarks.gpu_check_phase", "--result", str(result), *args]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0 or not result.is_file():
@@ -197,7 +204,7 @@ def phase_args(phase: str, model: str, model_dir: Path, paths: dict, out: Path, 
 
 
 def engines(root: Path = ROOT) -> dict[str, Optional[str]]:
-    """Rollout engine -> None (runs) or why it does not."""
+    """Rollout engine -> None (it runs) or why it does not."""
     vllm = root / ".venv-vllm" / "bin" / "python"
     return {"transformers": None,
             "vllm": "not set up (no .venv-vllm)" if not vllm.is_file() else "not built in vinci yet (.venv-vllm found)"}
@@ -213,12 +220,19 @@ def check_model(model: str, phases: list[str], out: Path, cache: Path, settings:
         if phase == "export" and "adapter" not in paths:
             rows.append({"model": model, "phase": phase, "error": "no adapter: run sft or virl first"})
             continue
-        log(f"{model}: {phase}")
-        result = run_phase(phase_args(phase, model, model_dir, paths, out, settings),
-                           out / "results" / f"{model}-{phase}.json", phase_env(cache))
-        rows.append({"model": model, "phase": phase, "engine": "transformers" if phase == "virl" else "", **result})
+        for engine, (python, extra) in (ENGINE_RUN.items() if phase == "virl" else [("", (sys.executable, []))]):
+            if engine and engines()[engine]:
+                continue  # not runnable here: said in the notes
+            log(f"{model}: {phase} {engine}".rstrip())
+            tag = "" if engine in ("", "transformers") else f"-{engine}"
+            result = run_phase(phase_args(phase, model, model_dir, paths, out, settings) + extra,
+                               out / "results" / f"{model}-{phase}{tag}.json", phase_env(cache), python)
+            rows.append({"model": model, "phase": phase + tag, "engine": engine, **result})
+        merged = out / "runs" / f"{model}-export" / "merged"
+        if phase == "export" and not settings.tiny and (merged / "config.json").is_file():
+            shutil.rmtree(merged)  # 7-17 GB of bf16 weights: that they were written is what was checked
         adapter = out / "runs" / f"{model}-{phase}" / "adapter"
-        if phase in ("sft", "virl") and "error" not in result and adapter.is_dir():
+        if phase in ("sft", "virl") and "error" not in rows[-1] and adapter.is_dir():
             paths["adapter"] = str(adapter)  # what test and export use: the latest stage's
             if phase == "sft":
                 paths["sft_adapter"] = str(adapter)  # what ViRL starts from
