@@ -1,5 +1,6 @@
 """The command line: every config parses, recipes build with the tiny model, bad keys are named."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,20 @@ def type_name(model_dir) -> str:
     import json
 
     return json.loads((model_dir / "config.json").read_text())["architectures"][0]
+
+
+def test_allocator_defaults_to_expandable_segments_and_keeps_the_users(monkeypatch):
+    from vinci.cli import default_allocator
+
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    assert default_allocator() == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    assert default_allocator() == "max_split_size_mb:128"
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"
+
+
+def test_cli_main_sets_the_allocator_before_anything_runs(monkeypatch):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    with pytest.raises(SystemExit):
+        cli_main(["export", "--help"])  # parses and exits: no model, no CUDA
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"

@@ -70,4 +70,4 @@ TRAINING = sorted(RECIPES.glob("*-qlora-*.yaml"))
 def test_training_recipes_use_an_lm_head_chunk_sized_for_a_gpu(recipe):
     """Each head call reads the whole [V, H] head from GPU memory; 64 positions per read (the CPU
     default) leave that matmul bandwidth-bound."""
-    assert parse_config(["--config", str(recipe)]).model.init_args.head_chunk >= 512
+    assert parse_config(["--config", str(recipe)]).model.init_args.head_chunk >= 256

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from typing import Optional
@@ -129,8 +130,23 @@ def parse_config(args: list[str]):
     return cli.config
 
 
+ALLOCATOR = "expandable_segments:True"
+
+
+def default_allocator() -> str:
+    """Set PYTORCH_CUDA_ALLOC_CONF to expandable segments unless the user set it; the value in force.
+
+    The KV cache grows one token at a time (2,048 times an answer), each step a slightly larger
+    block than the one it frees; fixed-size segments keep the freed slivers as reserved, unusable
+    memory, while an expandable segment grows in place (PyTorch "CUDA memory management" notes).
+    It only counts before CUDA initialises, so `cli_main` calls this first.
+    """
+    return os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOCATOR)
+
+
 def cli_main(args: Optional[list[str]] = None, run: bool = True):
     """The `fit | validate | test | predict` CLI, or `export` (merge an adapter into its base)."""
+    default_allocator()
     from_argv = args is None
     args = list(sys.argv[1:] if from_argv else args)
     quiet_console()

@@ -29,9 +29,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 DEFAULT_CHUNK = 64  # positions per head call: [64, 151936] fp32 = 37 MiB; a CPU default
-# On a GPU each head call reads the whole [V, H] head (311 MB for Qwen2.5-VL-3B in bf16) from
-# memory, so 64 positions per read leave the matmul bandwidth-bound; recipes use 1024
-# ([1024, 151936] fp32 = 594 MiB, a few of them at once).
+# On a GPU each head call reads the whole [V, H] head (622 MB for Qwen2.5-VL-3B in bf16) from
+# memory: 64 positions per read is ~64 flop per byte, bandwidth-bound on any GPU; the recipes use
+# 256, past a consumer card's ridge (~165 flop/byte on an RTX 4090), at 148 MiB per [256, V] tensor.
 
 
 def inner_model(model):
