@@ -14,7 +14,9 @@ torch.cuda.max_memory_allocated / max_memory_reserved inside it), on a config de
 recipe with only these keys changed (`phase_config`):
 
     sft     configs/recipes/<model>-qlora-sft.yaml, 3 optimizer steps (1 micro-batch each)
-    virl    <model>-qlora-virl.yaml from the SFT adapter, 2 steps, every completion
+    virl    <model>-qlora-virl.yaml from the SFT adapter, 2 steps of one chunk each
+            (data.batch_size = sampler.prompts_per_generation: the chunk sets device memory; an
+            update of the recipe's 32 prompts takes 32 / chunk times as long), every completion
             max_new_tokens long (sampler min_new_tokens), the first
             answer of each group planted with the reference program so DINOv2-L scores renders
             (gpu_check_phase.PlantAnswers), one validation pass (1 batch) after step 2
@@ -90,10 +92,14 @@ def phase_overrides(phase: str, model: str, model_dir: Path, paths: dict, run: P
            "trainer.default_root_dir": str(run), "trainer.logger.init_args.save_dir": str(run / "tb")}
     if phase == "sft":
         out.update({"data.train": str(paths["sft"]), "data.val": None, "trainer.max_steps": settings.sft_steps,
-                    "trainer.val_check_interval": 1.0, "trainer.accumulate_grad_batches": 1,  # memory does not depend on it; time does
+                    "trainer.val_check_interval": settings.sft_steps, "trainer.accumulate_grad_batches": 1,  # memory does not depend on it; time does
                     "checkpoint.init_args.dirpath": str(run / "checkpoints"), "adapter.init_args.dirpath": str(run / "adapter")})
     elif phase == "virl":
         tokens = settings.new_tokens or recipe["sampler"]["init_args"]["max_new_tokens"]
+        # one chunk per rollout batch: the chunk sets device memory (the batch waits in host memory),
+        # and an update of the recipe's 32 prompts is its chunks' time added up, far past the budget
+        chunk = recipe["sampler"]["init_args"]["prompts_per_generation"]
+        out.update({"data.batch_size": chunk, "sampler.init_args.prompts_per_generation": chunk})
         out.update({"data.train": str(paths["rl"]), "data.val": str(paths["rl"]), "trainer.max_steps": settings.virl_steps,
                     "trainer.val_check_interval": settings.virl_steps, "trainer.limit_val_batches": 1,
                     "model.init_args.backbone.adapter": paths.get("sft_adapter"),

@@ -9,8 +9,9 @@ These bounds need none: each model is built on the meta device from its released
     QLoRA resident   NF4 linear weights at 0.5 byte/parameter (language and vision; the
                      quantisation constants left out), bf16 embeddings and untied output head,
                      LoRA r = 16 in fp32 with AdamW's two states (12 bytes/parameter)
-    bf16 resident    2 bytes/parameter (the eval recipes load the base unquantised)
-    DINOv2-L         its fp32 weights, beside the policy in ViRL
+    eval resident    the same NF4 base and bf16 rest, the LoRA in fp32 without optimizer state
+                     (the eval recipes load the base as training did)
+    DINOv2-L         its bf16 weights (a timm encoder holds bf16 on a GPU), beside the policy
     KV cache         rows x tokens x layers x 2 (K, V) x KV heads x head_dim x 2 bytes (bf16),
                      tokens = 1,000 image tokens + 2,048 new ones (the template left out)
     SFT              resident + one bf16 [rows, tokens, hidden] checkpoint per decoder layer
@@ -68,7 +69,7 @@ def reward_bytes() -> int:
 
     with torch.device("meta"):
         net = timm.create_model(REWARD_MODEL, pretrained=False, num_classes=0)
-    return 4 * sum(p.numel() for p in net.parameters())
+    return 2 * sum(p.numel() for p in net.parameters())  # bf16 on a GPU (vinci.reward.encoders.BF16_DEVICES)
 
 
 def kv_bytes(arch: Arch, rows: int, tokens: int) -> int:
@@ -91,7 +92,8 @@ def bounds(name: str, counts: Counts, reward: int) -> list[tuple[str, int]]:
            for p in CHUNKS]
     checkpoints = recipe.sft_rows * recipe.sft_tokens * arch.text["hidden_size"] * 2 * arch.layers
     out.append((f"SFT QLoRA {recipe.sft_rows} x {recipe.sft_tokens:,}", resident + checkpoints))
-    out.append((f"eval bf16 {recipe.eval_rows} x {tokens:,}", 2 * counts.total + kv_bytes(arch, recipe.eval_rows, tokens)))
+    scoring = counts.linear // 2 + 2 * counts.unquantised + 4 * counts.lora  # NF4 base + fp32 LoRA, no AdamW
+    out.append((f"eval NF4 {recipe.eval_rows} x {tokens:,}, + DINOv2-L", scoring + reward + kv_bytes(arch, recipe.eval_rows, tokens)))
     return out
 
 

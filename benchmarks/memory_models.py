@@ -115,7 +115,7 @@ ARCHS: dict[str, Arch] = {
 # prompts (CHUNKS), as a rollout batch sampled a chunk at a time holds one chunk's KV cache.
 # configs/recipes/*-qlora-sft.yaml: rows x up to 4,096 tokens (max_length), 2 rows (2B, 3B, 4B) or
 # 1 (7B, 8B), AdamW lr 1e-4; measured as QLoRA (the recipes) and as LoRA on a bf16 base.
-# configs/recipes/*-eval.yaml: the bf16 base (no 4-bit) + the adapter, data.batch_size 8 prompts
+# configs/recipes/*-eval.yaml: the NF4 base, as training loads it, + the adapter, data.batch_size 8 prompts
 # answered once each (greedy) up to 2,048 tokens, DINOv2-L scoring the renders.
 IMAGE_TOKENS = 1000  # a chart at 40 x 25 tokens; see the prompt note printed with the table
 PROMPT = "<image>Write the matplotlib python code that draws this chart."

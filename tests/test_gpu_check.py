@@ -18,18 +18,19 @@ def derived(phase, model, tmp_path, settings=gpu_check.Settings()):
 
 
 @pytest.mark.parametrize("model", gpu_check.MODELS)
-def test_virl_phase_keeps_the_recipes_batch_and_length_and_plants_answers(model, tmp_path):
+def test_virl_phase_keeps_the_recipes_chunk_and_length_and_plants_answers(model, tmp_path):
     recipe = yaml.safe_load(gpu_check.recipe_path(model, "virl").read_text())
     config = derived("virl", model, tmp_path)
     for key in ("micro_batch_size", "kl_coef", "encoder", "ppo_epochs"):
         assert config["model"]["init_args"][key] == recipe["model"]["init_args"][key]
-    assert config["data"]["batch_size"] == recipe["data"]["batch_size"]
+    chunk = recipe["sampler"]["init_args"]["prompts_per_generation"]  # what sets device memory
+    assert config["data"]["batch_size"] == config["sampler"]["init_args"]["prompts_per_generation"] == chunk
     assert config["model"]["init_args"]["backbone"]["quantization"] == recipe["model"]["init_args"]["backbone"]["quantization"]
     sampler = config["sampler"]
     assert sampler["class_path"] == "benchmarks.gpu_check_phase.PlantAnswers"
     assert sampler["init_args"]["num_samples"] == recipe["sampler"]["init_args"]["num_samples"]
     assert sampler["init_args"]["max_new_tokens"] == recipe["sampler"]["init_args"]["max_new_tokens"] == 2048
-    assert ("min_new_tokens" in sampler["init_args"]) == gpu_check.sampler_has_min_new_tokens()
+    assert sampler["init_args"]["min_new_tokens"] == 2048  # every answer as long as a random policy writes it
     assert config["model"]["init_args"]["backbone"]["model"] == str(tmp_path / "model")
     assert config["model"]["init_args"]["backbone"]["adapter"] == PATHS["sft_adapter"]
     assert config["trainer"]["max_steps"] == 2 and config["trainer"]["limit_val_batches"] == 1

@@ -226,7 +226,10 @@ def test_bounds_count_the_parameters_and_kv_cache_a_model_really_has(tiny_policy
 def test_bounds_exclude_a_pairing_only_when_bytes_that_must_exist_exceed_the_card():
     counts = memory_bounds.Counts(linear=6_946_000_000, unquantised=1_821_000_000, lora=43_646_976)  # Qwen3-VL-8B
     phases = dict(memory_bounds.bounds("qwen3-vl-8b", counts, reward=1_217_474_560))
-    evaluation = phases["eval bf16 8 x 3,048"]
-    assert evaluation == 2 * counts.total + memory_bounds.kv_bytes(memory_models.ARCHS["qwen3-vl-8b"], 8, 3048)
-    assert evaluation + budget.CONTEXT_BYTES > budget.CARDS[16]  # bf16 weights alone are 16.3 GiB
+    evaluation = phases["eval NF4 8 x 3,048, + DINOv2-L"]  # the eval recipes load the training recipes' NF4 base
+    nf4 = counts.linear // 2 + 2 * counts.unquantised + 4 * counts.lora
+    assert evaluation == nf4 + 1_217_474_560 + memory_bounds.kv_bytes(memory_models.ARCHS["qwen3-vl-8b"], 8, 3048)
+    assert 2 * counts.total + budget.CONTEXT_BYTES > budget.CARDS[16]  # a bf16 base alone would not fit: 16.3 GiB
+    assert evaluation + budget.CONTEXT_BYTES < budget.CARDS[16]  # not excluded
+    assert phases["ViRL sampling 4 x 8 at once, + DINOv2-L"] + budget.CONTEXT_BYTES > budget.CARDS[16]  # excluded
     assert phases["ViRL sampling 1 x 8 at once, + DINOv2-L"] + budget.CONTEXT_BYTES < budget.CARDS[16]  # not excluded

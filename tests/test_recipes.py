@@ -71,3 +71,18 @@ def test_training_recipes_use_an_lm_head_chunk_sized_for_a_gpu(recipe):
     """Each head call reads the whole [V, H] head from GPU memory; 64 positions per read (the CPU
     default) leave that matmul bandwidth-bound."""
     assert parse_config(["--config", str(recipe)]).model.init_args.head_chunk >= 256
+
+
+VIRLS = sorted(RECIPES.glob("*-qlora-virl.yaml"))
+
+
+@pytest.mark.parametrize("recipe", VIRLS, ids=lambda p: p.name)
+def test_virl_recipes_update_on_a_real_rollout_batch_sampled_in_chunks(recipe):
+    """VinciCoder updates on 256 prompts x 8; a recipe takes at least 32 x 8 per update, and
+    samples it a few prompts at a time, so the KV cache is the chunk's, not the batch's."""
+    config = parse_config(["--config", str(recipe)])
+    sampler, model = config.sampler.init_args, config.model.init_args
+    assert config.data.batch_size >= 32 and sampler.num_samples == 8
+    assert 1 <= sampler.prompts_per_generation <= 4 and config.data.batch_size % sampler.prompts_per_generation == 0
+    assert model.mini_batches == 1 and model.ppo_epochs == 1  # one update per rollout batch, as VinciCoder
+    assert model.optimizer.init_args.lr == pytest.approx(1e-5)  # LoRA rate (TRL's Qwen2.5-VL GRPO example)
