@@ -114,6 +114,9 @@ def quiet_console() -> None:
     # ViRL steps its optimizer itself, so Lightning warns that a checkpoint holds the weights
     # after that step, with a code sample; that is what a ViRL checkpoint should hold.
     warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
+    # ViRL keeps its rollout batch in host memory by overriding the module's transfer hook, on
+    # purpose; Lightning notes that the module's hook wins over the data module's.
+    warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device` in `LightningModule`")
     # Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates, at every step.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
