@@ -11,6 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from callbacks.pipeline import Pipeline
+from callbacks.render import RenderRollouts
+from callbacks.reward_logger import RewardLogger
+from callbacks.rollout import RolloutSampler
 from tests.test_families import examples, noise, one_thread  # noqa: F401  (one_thread: a module-wide fixture)
 from vinci.backbone import Backbone, Lora, load_backbone
 from vinci.data.collate import RLCollator
@@ -20,6 +24,7 @@ from vinci.inputs import collate_rows, image_parts
 from vinci.logprobs import inner_model, sequence_logp
 from vinci.rollout import Rollout
 from vinci.vision_reuse import reuse_image_features
+from vinci.virl import ViRLModule
 
 G = 3
 ATOL = 1e-5
@@ -30,7 +35,7 @@ class VisionCount:
     grid_thw [n, 3] (one row per image); Idefics3's `vision_model` gets its real tiles [n, 3, H, W]."""
 
     def __init__(self, model) -> None:
-        name, self.tower = next((n, m) for n, m in model.named_modules() if n.endswith((".visual", ".vision_model")))
+        self.tower = next(m for n, m in model.named_modules() if n.endswith((".visual", ".vision_model")))
         self.images = 0
         self.calls = 0
         self.handle = self.tower.register_forward_hook(self.count, with_kwargs=True)
@@ -161,3 +166,62 @@ def test_log_probs_of_rollout_rows_are_unchanged(policy):
     grads = torch.autograd.grad(logp[mask].sum(), [p for p in model.parameters() if p.requires_grad], allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads), "the reused features still let LoRA learn"
 
+
+# ---- in the ViRL step -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def virl(family_models):
+    """A ViRL module on Qwen3-VL (deepstack: the richest features to reuse), 2 samples per prompt."""
+    module = ViRLModule(Backbone(model=str(family_models("qwen3_vl")), dtype="float32", lora=Lora(dropout=0.0)),
+                        micro_batch_size=2, ppo_epochs=2)
+    module.configure_model()
+    render = RenderRollouts(workers=1, timeout=10.0)
+    render.setup(None, module, "fit")
+    module.pipeline = Pipeline(RolloutSampler(num_samples=2, max_new_tokens=6), render, RewardLogger())
+    yield module
+    render.teardown(None, module, "fit")
+
+
+def training_step(module, batch) -> dict:
+    """`ViRLModule.training_step` without a trainer: no logging, one process, a plain optimizer."""
+    optimizer = torch.optim.SGD(module.trainable_parameters(), lr=0.0)
+    stubs = dict(log=lambda *a, **k: None, all_gather=lambda x: x, optimizers=lambda: optimizer,
+                 lr_schedulers=lambda: None, manual_backward=lambda loss: loss.backward())
+    module.__dict__.update(stubs)
+    try:
+        return module.training_step(batch, 0)
+    finally:
+        for name in stubs:
+            del module.__dict__[name]
+
+
+def test_a_virl_step_runs_the_tower_once_per_prompt_image(virl):
+    """Sampling, then two PPO epochs over the rows: each distinct prompt image once with
+    reuse_vision (the default), against once in sampling and once per row and epoch without."""
+    assert virl.reuse_vision and virl.vision_once
+    count = VisionCount(virl.model)
+    try:
+        batch = RLCollator(virl.processor)(prompts())
+        once = distinct_cost(virl.model, virl.processor, count)
+        every_prompt = distinct_cost(virl.model, virl.processor, count, prompts())
+        training_step(virl, batch)
+        assert count.take() == once
+        assert "get_image_features" not in inner_model(virl.model)[1].__dict__
+        virl.vision_once = False  # as reuse_vision: false
+        training_step(virl, batch)
+        assert count.take() == every_prompt * (1 + 2 * 2)  # sampling, then G = 2 rows per prompt x 2 epochs
+    finally:
+        virl.vision_once = True
+        count.handle.remove()
+
+
+def test_a_vision_tower_that_trains_is_refused_with_the_reason(tiny_model):
+    model, _ = load_backbone(Backbone(model=str(tiny_model), lora=Lora(vision="lora")))
+    with pytest.raises(ValueError, match="vision tower parameters train.*change with every update"):
+        with reuse_image_features(model):
+            pass
+    with reuse_image_features(model, enabled=False) as cache:
+        assert cache is None
+    with pytest.warns(UserWarning, match="reuse_vision is on, but .* runs for every rollout row"):
+        module = ViRLModule(Backbone(model=str(tiny_model), lora=Lora(vision="lora")))
+        module.configure_model()
+    assert not module.vision_once
