@@ -128,6 +128,12 @@ def trainable_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Param
     return language, vision
 
 
+def vision_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of the vision tower and its projector, trainable or not."""
+    parts = _named_part(model, VISION_PARTS)
+    return [(n, p) for n, p in model.named_parameters() if any(n.startswith(part + ".") for part in parts)]
+
+
 def ensure_model(settings: Backbone) -> None:
     """Build the embedded tiny model when asked to and missing. No network either way."""
     if settings.embedded:  # reused when its completion stamp matches, rebuilt otherwise

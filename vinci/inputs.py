@@ -14,8 +14,11 @@ Processors of different families lay the same things out differently:
 So a key is one of: a token-aligned tensor [B, T] (input_ids, attention_mask and the extras in
 `PER_TOKEN`); a packed tensor (a `PACKED` key, when its size key is present); or batch-major.
 The operations follow from that alone: take some rows (`rows_of`), join single-row encodings
-into a batch (`collate_rows`), drop padding columns no row uses (`trim_left_padding`), and
-extend prompts by their completions (`with_completion`).
+into a batch (`collate_rows`), drop padding columns no row uses (`trim_left_padding`),
+extend prompts by their completions (`with_completion`), and split the image inputs of a vision
+encoder call into one entry per image (`image_parts`; `collate_rows` joins them again).
+Padding tiles are data too: a batch-major key in `TILED` holds tiles [B, N, ...] whose all-zero
+ones are padding the model skips, and its mask key follows it.
 What a completion must never contain, the image and video special tokens, is data too:
 config attributes and token-name patterns (`multimodal_token_ids`).
 """
@@ -28,6 +31,7 @@ import torch
 TOKENS = {"input_ids": None, "attention_mask": 0}  # [B, T]; None: the tokenizer's pad id
 PER_TOKEN = {"mm_token_type_ids": 0, "token_type_ids": 0}  # [B, T] extras -> the value of a text token
 PACKED = {"pixel_values": "image_grid_thw", "pixel_values_videos": "video_grid_thw"}  # packed key -> [B, k] size key
+TILED = {"pixel_values": "pixel_attention_mask"}  # batch-major tiles [B, N, 3, H, W] -> their mask [B, N, H, W]
 
 # Config attributes naming image/video placeholder and delimiter tokens (Qwen-VL, Idefics3, Gemma 3, LLaVA).
 VISION_TOKEN_ATTRS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
@@ -46,11 +50,12 @@ def packed_sizes(inputs: dict, key: str) -> list[int] | None:
     return None if sizes is None else sizes.prod(dim=1).tolist()
 
 
-def rows_of(inputs: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
-    """The inputs of the given batch rows; images follow their rows."""
+def rows_of(inputs: dict[str, torch.Tensor], rows: list[int], batch: int | None = None) -> dict[str, torch.Tensor]:
+    """The inputs of the given batch rows; images follow their rows. `batch`: the number of rows,
+    when there is no input_ids to tell (image inputs alone)."""
     out = {}
-    batch = inputs["input_ids"].shape[0]
-    index = torch.tensor(rows, device=inputs["input_ids"].device)
+    batch = inputs["input_ids"].shape[0] if batch is None else batch
+    index = torch.tensor(rows)
     for key, value in inputs.items():
         sizes = packed_sizes(inputs, key)
         if sizes is not None:
@@ -61,6 +66,29 @@ def rows_of(inputs: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch
         else:
             out[key] = value
     return out
+
+
+def image_parts(images: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """The image inputs of one vision encoder call, one dict per image, without padding.
+
+    Packed patches split by their sizes (Qwen-VL: pixel_values [t*h*w, D] with image_grid_thw
+    [1, 3]); batch-major keys by row, a `TILED` key keeping only its real tiles (Idefics3:
+    pixel_values [1, n, 3, H, W] with pixel_attention_mask [1, n, H, W]), so one image padded to
+    different tile counts in two batches is the same dict. `collate_rows(parts, 0)` joins them.
+    """
+    count = next((images[PACKED[k]].shape[0] for k in images if packed_sizes(images, k) is not None), None)
+    count = next(iter(images.values())).shape[0] if count is None else count  # batch-major: rows
+    parts = [rows_of(images, [i], batch=count) for i in range(count)]
+    for part in parts:
+        for key, mask_key in TILED.items():
+            tiles = part.get(key)  # [1, N, ...]
+            if tiles is None or packed_sizes(part, key) is not None or tiles.dim() < 3:
+                continue
+            real = tiles[0].flatten(1).ne(0).any(dim=1)  # [N]: all-zero tiles are padding
+            part[key] = tiles[:, real]  # [1, n, ...]
+            if mask_key in part:
+                part[mask_key] = part[mask_key][:, real]  # [1, n, H, W]
+    return parts
 
 
 def _pad_to(value: torch.Tensor, shape: list[int], fill) -> torch.Tensor:

@@ -36,7 +36,7 @@ from typing import Literal, Optional
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from vinci import grpo
+from vinci import grpo, vision_reuse
 from vinci.backbone import Backbone, resolve_adapter, tie_output_head
 from vinci.data.collate import RLBatch
 from vinci.logprobs import DEFAULT_CHUNK, sequence_logp
@@ -76,6 +76,7 @@ class ViRLModule(BackboneModule):
         scale_advantages: bool = True,
         head_chunk: int = DEFAULT_CHUNK,
         temperature: float = 1.0,
+        reuse_vision: bool = True,
     ):
         """
         Args:
@@ -109,6 +110,9 @@ class ViRLModule(BackboneModule):
                 memory is a few [head_chunk, vocab] float32 tensors.
             temperature: the sampling temperature the log-probs divide by; the command line links
                 it from `sampler.temperature`, so it is set in one place.
+            reuse_vision: run the vision tower once per prompt image per step, and reuse its features
+                for the image's G rows in the update (vinci.vision_reuse); on only while the vision
+                tower is frozen (Lora.vision: frozen), else off with a warning. Same values, less compute.
         """
         super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio, vision_lr_scale)
         self.save_hyperparameters()
@@ -131,6 +135,8 @@ class ViRLModule(BackboneModule):
         self.scale_advantages = scale_advantages
         self.head_chunk = head_chunk
         self.temperature = temperature  # the sampler's: log-probs use the sampling distribution
+        self.reuse_vision = reuse_vision
+        self.vision_once = False  # reuse_vision, where the model allows it: set in configure_model
         self.pipeline = None  # callbacks.pipeline.Pipeline, found at fit start
         self.grad_norms: list[float] = []  # of this step's optimizer steps, after unscaling
 
@@ -167,6 +173,10 @@ class ViRLModule(BackboneModule):
         # not the reference adapter (set_adapter above makes the policy's saved modules trainable).
         for name, parameter in self.model.named_parameters():
             parameter.requires_grad = "lora_" in name and f".{REFERENCE}." not in name
+        why_not = vision_reuse.blocker(self.model) if self.reuse_vision else None
+        if why_not:
+            warnings.warn(f"reuse_vision is on, but {why_not}: the vision tower runs for every rollout row")
+        self.vision_once = self.reuse_vision and why_not is None
 
     def on_fit_start(self) -> None:
         from callbacks.pipeline import find_pipeline
@@ -187,13 +197,15 @@ class ViRLModule(BackboneModule):
 
     # ---- the step, top to bottom ------------------------------------------------------------
     def training_step(self, batch: RLBatch, batch_idx: int) -> dict:
-        rollout = self.sample(batch)  # also submits each chunk's renders and scores those back
-        ref_logp = self.reference_logp(rollout) if self.kl_coef > 0 else None  # [N, L] host, while renders finish
-        rewards = self.score(rollout, wait=True)  # [N] each part
-        advantages, rows, group_stats = self.advantages(rewards, rollout.num_prompts, rollout.group_size)  # [N]
-        started = time.perf_counter()
-        stats = self.update(rollout, rows, advantages, ref_logp)
-        rollout.seconds["update"] = time.perf_counter() - started
+        # Image features computed in sampling serve every later pass of the step; freed at its end.
+        with vision_reuse.reuse_image_features(self.model, enabled=self.vision_once):
+            rollout = self.sample(batch)  # also submits each chunk's renders and scores those back
+            ref_logp = self.reference_logp(rollout) if self.kl_coef > 0 else None  # [N, L] host, while renders finish
+            rewards = self.score(rollout, wait=True)  # [N] each part
+            advantages, rows, group_stats = self.advantages(rewards, rollout.num_prompts, rollout.group_size)  # [N]
+            started = time.perf_counter()
+            stats = self.update(rollout, rows, advantages, ref_logp)
+            rollout.seconds["update"] = time.perf_counter() - started
         stats.update(group_stats)
         B = rollout.num_prompts
         self.log("train/visual_epoch", self.visual, on_step=False, on_epoch=True, batch_size=B)  # Lightning syncs + resets it
