@@ -22,7 +22,9 @@ Values equal the uncached path up to float summation order (tests/test_vision_on
 ids identical, log-probs to 1e-5 in fp32).
 
 The cache lives as long as the `with` block (the step) and is emptied on exit, so features do
-not pile up across steps. It refuses a model whose vision tower trains or holds adapter layers
+not pile up across steps. It is held in host memory (each image's inputs and features), so the
+device holds only the micro-batch's features, whatever the rollout batch: one copy to the host of
+each image's inputs per call to look it up, one copy of its features back. It refuses a model whose vision tower trains or holds adapter layers
 (`blocker`): its features change with every update or with the active adapter.
 """
 
@@ -64,6 +66,11 @@ def blocker(model) -> Optional[str]:
     return None
 
 
+def _to(value, device):
+    """A feature entry ([tokens, H], or a list of them) on `device`."""
+    return [v.to(device, non_blocking=True) for v in value] if isinstance(value, list) else value.to(device, non_blocking=True)
+
+
 def _signature(part: dict[str, torch.Tensor]) -> tuple:
     return tuple((key, tuple(value.shape), value.dtype) for key, value in sorted(part.items()))
 
@@ -101,6 +108,8 @@ class ImageFeatureCache:
         parts = image_parts(images)
         if not parts:
             return self.encode(*args, **kwargs)
+        device = next(iter(parts[0].values())).device
+        parts = [{key: value.cpu() for key, value in part.items()} for part in parts]  # the cache is on the host
         features = [self.find(part) for part in parts]
         missing = [i for i, found in enumerate(features) if found is None]
         new: list[dict] = []  # distinct images not seen before, in order
@@ -108,11 +117,13 @@ class ImageFeatureCache:
             if not any(_same(seen, parts[i]) for seen in new):
                 new.append(parts[i])
         if new:
-            self.store(new, self.encode(**collate_rows(new, 0), **extra))
+            batch = {key: value.to(device) for key, value in collate_rows(new, 0).items()}
+            self.store(new, self.encode(**batch, **extra))
             for i in missing:
                 features[i] = self.find(parts[i])
         self.images_encoded += len(new)
         self.images_reused += len(parts) - len(new)
+        features = [{name: _to(value, device) for name, value in f.items()} for f in features]
         fields = {name: self.containers[name](f[name] for f in features) for name in PER_IMAGE if name in self.containers}
         for name in PER_LEVEL_PER_IMAGE:
             if name in self.containers:
@@ -134,8 +145,8 @@ class ImageFeatureCache:
             sequences = [value] if name in PER_IMAGE else value
             if any(len(sequence) != len(parts) for sequence in sequences):
                 raise ValueError(f"get_image_features gave {name} for {[len(s) for s in sequences]} images, expected {len(parts)}")
-            for i, features in enumerate(per_image):
-                features[name] = sequences[0][i] if name in PER_IMAGE else [level[i] for level in sequences]
+            for i, features in enumerate(per_image):  # detached copies in host memory
+                features[name] = sequences[0][i].detach().cpu() if name in PER_IMAGE else [level[i].detach().cpu() for level in sequences]
         for part, features in zip(parts, per_image):
             self.entries.setdefault(_signature(part), []).append((part, features))
 
