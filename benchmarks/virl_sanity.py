@@ -23,14 +23,22 @@ from benchmarks.reproduce import retarget
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def shorter_is_better(self, rollout):
-    """The ViRLModule.score replacement: reward = 1 - completion length / 256 ([N])."""
+def shorter_is_better(score):
+    """A ViRLModule.score that runs the real one (renders are still waited for, so the timing stays
+    that of a real step), then replaces the rewards: 1 - completion length / 256 ([N])."""
     from vinci.reward.format import composite_reward
 
-    rollout.wait_renders()  # the renders still run, so the timing stays that of a real step
-    lengths = rollout.completions.completion_mask.sum(dim=1).float()  # [N]
-    n = len(lengths)
-    return composite_reward((1 - lengths / 256).clamp(0, 1), torch.ones(n), torch.ones(n, dtype=torch.bool), format_weight=0.0)
+    def scored(self, rollout, wait, metric=None):
+        parts = score(self, rollout, wait, metric)
+        if parts is None or rollout.completion_mask is None:  # still sampling: the step asks again
+            return parts
+        lengths = rollout.completion_mask.sum(dim=1).float()  # [N]
+        n = len(lengths)
+        rollout.rewards = composite_reward((1 - lengths / 256).clamp(0, 1), torch.ones(n), torch.ones(n, dtype=torch.bool),
+                                           format_weight=0.0)
+        return rollout.rewards
+
+    return scored
 
 
 def quarters(values: list[float]) -> list[float]:
@@ -58,7 +66,7 @@ def main(argv=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
-    ViRLModule.score = shorter_is_better
+    ViRLModule.score = shorter_is_better(ViRLModule.score)
     cli = cli_main(["fit", "--config", str(path)])
     events = EventAccumulator(cli.trainer.logger.log_dir)
     events.Reload()
