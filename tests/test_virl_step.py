@@ -3,6 +3,7 @@ start per chunk, host-memory rollouts, the rollout-batch token mean, clipping af
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -34,16 +35,25 @@ def examples(n: int = 4) -> list[Example]:
             for i in range(n)]
 
 
-@pytest.fixture(scope="module")
-def module(tiny_model):
-    torch.manual_seed(0)
-    module = ViRLModule(Backbone(model=str(tiny_model), dtype="float32", lora=Lora(dropout=0.0)), micro_batch_size=3)
+@contextmanager
+def driven(model_path, sampler: RolloutSampler, **settings):
+    """A ViRLModule whose phases a test calls directly: model loaded, render pool started."""
+    module = ViRLModule(Backbone(model=str(model_path), dtype="float32", lora=Lora(dropout=0.0)), **settings)
     module.configure_model()
     render = RenderRollouts(workers=1, timeout=10.0)
     render.setup(None, module, "fit")
-    module.pipeline = Pipeline(RolloutSampler(num_samples=2, max_new_tokens=12), render, RewardLogger())
-    yield module
-    render.teardown(None, module, "fit")
+    module.pipeline = Pipeline(sampler, render, RewardLogger())
+    try:
+        yield module
+    finally:
+        render.teardown(None, module, "fit")
+
+
+@pytest.fixture(scope="module")
+def module(tiny_model):
+    torch.manual_seed(0)
+    with driven(tiny_model, RolloutSampler(num_samples=2, max_new_tokens=12), micro_batch_size=3) as module:
+        yield module
 
 
 def with_sampler(module, **settings) -> None:

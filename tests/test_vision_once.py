@@ -11,9 +11,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from callbacks.pipeline import Pipeline
-from callbacks.render import RenderRollouts
-from callbacks.reward_logger import RewardLogger
 from callbacks.rollout import RolloutSampler
 from tests.test_families import examples, noise, one_thread  # noqa: F401  (one_thread: a module-wide fixture)
 from vinci.backbone import Backbone, Lora, load_backbone
@@ -171,14 +168,10 @@ def test_log_probs_of_rollout_rows_are_unchanged(policy):
 @pytest.fixture(scope="module")
 def virl(family_models):
     """A ViRL module on Qwen3-VL (deepstack: the richest features to reuse), 2 samples per prompt."""
-    module = ViRLModule(Backbone(model=str(family_models("qwen3_vl")), dtype="float32", lora=Lora(dropout=0.0)),
-                        micro_batch_size=2, ppo_epochs=2)
-    module.configure_model()
-    render = RenderRollouts(workers=1, timeout=10.0)
-    render.setup(None, module, "fit")
-    module.pipeline = Pipeline(RolloutSampler(num_samples=2, max_new_tokens=6), render, RewardLogger())
-    yield module
-    render.teardown(None, module, "fit")
+    from tests.test_virl_step import driven
+
+    with driven(family_models("qwen3_vl"), RolloutSampler(num_samples=2, max_new_tokens=6), micro_batch_size=2, ppo_epochs=2) as module:
+        yield module
 
 
 def training_step(module, batch) -> dict:
