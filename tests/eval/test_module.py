@@ -137,3 +137,16 @@ def test_the_reward_encoder_is_a_child_that_follows_the_module(tiny_model):
     assert module.visual.options["tile_size"] == 224 and module.visual.options["max_tiles"] == 4
     module.to("meta")  # stands in for the GPU
     assert module.visual.encoder.device.type == "meta"
+
+
+def test_moving_a_module_moves_only_its_own_encoder():
+    """A metric built from a name owns its encoder: the functional path's process-wide encoder
+    of that name stays where it is when a module goes to another device."""
+    from vinci.reward.encoders import cached_encoder
+    from vinci.reward.metric import PatchSimilarity
+
+    shared = cached_encoder("pixel")
+    metric = PatchSimilarity(encoder="pixel")
+    assert metric.encoder is not shared
+    metric.to("meta")
+    assert metric.encoder.device.type == "meta" and shared.device.type == "cpu"

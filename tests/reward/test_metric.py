@@ -109,7 +109,7 @@ def test_encoder_by_name_with_options(tiny_weights):
     metric = PatchSimilarity(f"timm:{MODEL}", encoder_options=options)
     assert metric.encoder.name == f"timm:{MODEL}" and metric.encoder.input_size == (56, 56)
     assert PatchSimilarity("pixel", encoder_options=dict(grid=8)).encoder.grid == 8
-    assert PatchSimilarity("pixel").encoder is PatchSimilarity("pixel").encoder  # built once by name
+    assert PatchSimilarity("pixel").encoder is not PatchSimilarity("pixel").encoder  # each metric owns its own
 
 
 def test_encoder_is_not_part_of_the_module(tiny_timm):

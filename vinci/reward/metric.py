@@ -9,7 +9,7 @@ sums, counts and failure counts (`language_summary()`), which the reward logger 
 GRPO needs the per-sample scores too: `score(...)` returns them and accumulates the same batch,
 so each render is encoded once per step.
 
-The encoder is a name ("pixel", "timm:<model>", built once per process) or an encoder object;
+The encoder is a name ("pixel", "timm:<model>", built for this metric) or an encoder object;
 `encoder_options` (e.g. the weights file) builds a named one with options. It is held outside
 the module registry: it follows the metric's device (`.to()`), but its weights are neither
 parameters of the LightningModule nor part of its checkpoint.
@@ -24,7 +24,7 @@ from PIL import Image
 from torchmetrics import Metric
 
 from vinci.reward.encoders import CropEncoder, build_encoder
-from vinci.reward.similarity import check_options, resolve_encoder, visual_reward
+from vinci.reward.similarity import check_options, visual_reward
 from vinci.tasks import LANGUAGES, canonical
 
 
@@ -53,10 +53,9 @@ class PatchSimilarity(Metric):
         check_options(tile_size, max_tiles, global_weight, batch_size)
         if not isinstance(encoder, (str, torch.nn.Module)):
             raise ValueError(f"encoder must be a name or an encoder object, got {type(encoder).__name__}")
-        if encoder_options:  # e.g. {"weights": "dinov2_vitl14.safetensors", "pool": "mean"}
-            built = build_encoder(encoder, **encoder_options)
-        else:
-            built = resolve_encoder(encoder)
+        # A name builds this metric's own encoder, never the process-wide one that functional
+        # callers share: moving the metric to a device (or a dtype) moves only its own encoder.
+        built = build_encoder(encoder, **(encoder_options or {}))  # e.g. {"weights": "dinov2_vitl14.safetensors"}
         # object.__setattr__ keeps the encoder out of the module tree (no params, no checkpoint).
         object.__setattr__(self, "_encoder", built)
         self.options = dict(
