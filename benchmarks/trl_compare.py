@@ -3,13 +3,16 @@
     pip install -r benchmarks/requirements.txt            # TRL, for this benchmark only
     python -m benchmarks.trl_compare                      # 2 prompts x 4 samples x 256 tokens, 2 timed steps
     python -m benchmarks.trl_compare --prompts 1 --new-tokens 512   # 2 x 512 completion tokens per micro-batch
+    python -m benchmarks.trl_compare --prompts 8 32 64 --chunk 8 --plant --vocab 0 --new-tokens 32 \
+        --micro-batch 16 --languages python svg html latex  # seconds per rollout at three rollout batches
 
 One model, one batch of work, two trainers. The model is the embedded tiny Qwen2-VL with its
 tied embedding and output head resized to `--vocab` words (Qwen's 151,936), because the output
-vocabulary is what dominates the update's memory. Its end-of-sequence id is the video
+vocabulary is what dominates the update's memory (`--vocab 0` keeps its own: its BPE
+tokenizer learns about 800 words of the 2,048 it may). Its end-of-sequence id is the video
 placeholder, which both samplers suppress, so every completion is `--new-tokens` long: the
 worst case a random policy writes. Both trainers get the same B prompt rows of the synthetic
-corpus (svg, the same fitted images and chat template), sample G completions each at T = 1.0,
+corpus (svg unless `--languages`, the same fitted images and chat template), sample G completions each at T = 1.0,
 score them with the same reward (vinci's: render in the sandboxed pool, 0.9 x pixel patch
 similarity + 0.1 x format; for TRL it is wrapped as a reward function), and make one optimizer
 step over all B x G rows in micro-batches of `--micro-batch` rows: a fresh LoRA of the same
@@ -18,6 +21,19 @@ group-normalised advantages, AdamW at a constant rate, gradient clip 1.0, fp32 (
 default off), sdpa, gradient checkpointing off (TRL's default on) unless `--gradient-checkpointing`
 turns it on for both. vinci runs through `main.py fit` on configs/virl.yaml retargeted; the
 values TRL needs are read from that same config, so there is one source for each.
+
+The rollout batch (`--prompts`, several for one run each) is vinci's `data.batch_size`, sampled
+`--chunk` prompts per generate call (`sampler.prompts_per_generation`; default the whole batch),
+each chunk's programs rendering while later chunks sample. For TRL it is the generation batch:
+`generation_batch_size` = B x G rows sampled in one generate call and scored together, split into
+`per_device_train_batch_size` = `--micro-batch` rows, with `gradient_accumulation_steps` (=
+`steps_per_generation`) over all of them, so one optimizer step per rollout batch on both sides.
+A random policy writes no program, so nothing renders; `--plant` puts each prompt's reference
+program in place of its group's first completion on both sides (benchmarks.planted), so B
+programs a step go through the sandboxed renderers and the reward (`--languages` sets their
+mix; as many prompts in each). With more than one batch, or a chunk, a last table gives seconds
+per rollout (one prompt x one sample: s/step / (B x G)) of each side and vinci/TRL throughput.
+Each batch's corpus holds exactly B direct rows, so both sides see the same prompts every step.
 
 Each trainer runs in its own fresh process, and the two take turns step by step (vinci first
 on even steps, TRL first on odd ones), so load from anything else on the machine falls on both
@@ -31,7 +47,9 @@ update memory is measured. The steps after it are timed, with nothing instrument
 - **peak RSS MiB**: the process's peak resident set over the whole run (getrusage): loading,
   sampling, reward and update together.
 - **s/step**: mean wall time of the timed steps, sampling to optimizer step; `sample` and
-  `update` are its two model phases, the rest is rendering, reward and glue. **CPU s/step** is
+  `update` are its two model phases; **reward s** is the time the trainer waited on renders
+  and scored them (vinci: `render_exposed` + `score`, TRL: its reward function); the rest is
+  glue. **CPU s/step** is
   the trainer process's CPU time over the same steps: the work done, which other load on a
   shared machine does not inflate (render workers are other processes and not in it).
 
@@ -39,8 +57,8 @@ What is not the same, because it is how each works rather than a setting: on a C
 fused head scores every position, prompt included (it scores completion positions only on
 GPUs with Triton), vinci only completion positions; TRL has no dual-clip (vinci's 3.0 cannot
 bind on one on-policy update, where every ratio is 1); advantage eps is 1e-6 in vinci, 1e-4
-in TRL. A random-weight policy writes no fenced block, so both rewards are 0 and no program
-reaches the renderer; the update still runs its full forward and backward on both sides.
+in TRL. Without `--plant`, a random-weight policy writes no fenced block, so both rewards are 0
+and no program reaches the renderer; the update still runs its full forward and backward on both sides.
 vinci's head memory does not grow with the micro-batch (a few [64, V] chunks); TRL's does
 (a [tokens, 32768] tile), so with very short completions TRL's update peak can be the lower.
 """
@@ -94,6 +112,7 @@ class Work:
     corpus: str = ""  # the synthetic corpus folder: exactly `prompts` training rows
     chunk: Optional[int] = None  # vinci's sampler.prompts_per_generation (None = the whole batch)
     plant: bool = False  # both sides: each group's first completion is the prompt's reference program
+    languages: tuple[str, ...] = ("svg",)  # the prompts' target languages, as many prompts in each
 
 
 # ---- measuring -------------------------------------------------------------------------------
@@ -229,7 +248,8 @@ class VinciProbe(L.Callback):
         prompts = rollout.batch.inputs["attention_mask"].sum(dim=1)  # [B] prompt tokens without padding
         seconds = rollout.seconds
         self.probe.current.update(sample=seconds["sample"], render=seconds.get("render", 0.0),
-                                  render_exposed=seconds.get("render_exposed", 0.0), reward=seconds.get("score", 0.0))
+                                  render_exposed=seconds.get("render_exposed", 0.0),
+                                  reward_seconds=seconds.get("score", 0.0))
         self.probe.step_ends(
             rows=int(lengths.numel()), tokens=(int(lengths.min()), int(lengths.max())),
             prompt_tokens=int(prompts.max()), reward=float(rollout.rewards.overall.mean()),
@@ -260,7 +280,7 @@ def vinci_config(work: Work) -> dict:
                 warmup_ratio=0.0, min_lr_ratio=1.0)  # constant rate, as TRL's "constant"
     config["data"]["batch_size"] = work.prompts
     config["data"]["synthetic"].update(dir=work.corpus or str(out / "synth"), n_train=max(2, work.prompts),
-                                       n_val=1, n_test=1, languages=["svg"])
+                                       n_val=1, n_test=1, languages=list(work.languages))
     return config
 
 
@@ -282,7 +302,7 @@ def vinci_reward(pool, encoder: str, format_weight: float, similarity: dict, gro
 
     With `group_size`, the first completion of each group is replaced by its prompt's reference
     program first (benchmarks.planted, as vinci's PlantAnswers sampler does); `probe` gets the
-    seconds spent here (render and score) as "reward"."""
+    seconds spent here (render and score) as "reward_seconds"."""
     from benchmarks.planted import plant
     from vinci.reward.format import composite_reward, extract_code, format_reward
     from vinci.reward.similarity import visual_reward
@@ -302,7 +322,7 @@ def vinci_reward(pool, encoder: str, format_weight: float, similarity: dict, gro
         rendered = torch.tensor([float(r.ok) for r in renders])  # [N]
         parts = composite_reward(visual.float(), format_reward(texts, language), rendered, format_weight=format_weight)
         if probe is not None:
-            probe.current["reward"] = probe.current.get("reward", 0.0) + time.perf_counter() - started
+            probe.current["reward_seconds"] = probe.current.get("reward_seconds", 0.0) + time.perf_counter() - started
             probe.current["renders"] = probe.current.get("renders", 0) + len(jobs)
         return parts.overall.tolist()
 
@@ -403,16 +423,18 @@ def run_trl(work: Work, go_fd: int, done_fd: int) -> None:
 
 
 # ---- the parent: build once, run both, take turns, print ----------------------------------
-def build(out: Path, vocab: int, prompts: list[int]) -> tuple[Path, dict[int, Path]]:
+def build(out: Path, vocab: int, prompts: list[int],
+          languages: list[str] = ("svg",)) -> tuple[Path, dict[int, Path], int]:
     """The model (generation never ends before max_new_tokens; resized to `vocab` words unless 0)
-    and one svg corpus per rollout batch, of exactly that many training rows."""
+    and one corpus per rollout batch, of exactly that many training rows, the same number in
+    each language; and the model's vocabulary."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from vinci.data.rows import read_rows
     from vinci.data.synth import build_corpus
     from vinci.tiny import TinySpec, build_tiny_vlm
 
-    tiny = build_tiny_vlm(out / "tiny", TinySpec(texts_per_language=60))
+    tiny = build_tiny_vlm(out / "tiny", TinySpec())  # the embedded default, as `embedded: true` builds it
     model = AutoModelForImageTextToText.from_pretrained(tiny)
     processor = AutoProcessor.from_pretrained(tiny)
     if vocab:
@@ -425,11 +447,13 @@ def build(out: Path, vocab: int, prompts: list[int]) -> tuple[Path, dict[int, Pa
     processor.save_pretrained(folder)
     corpora = {}
     for n in sorted(set(prompts)):
-        corpora[n] = build_corpus(out / f"synth-{n}", seed=0, n_train=max(2, n), n_val=1, n_test=1, languages=["svg"])
+        per_language = max(2, n) // len(languages)  # build_corpus's sizes are programs per language
+        corpora[n] = build_corpus(out / f"synth-{n}", seed=0, n_train=per_language, n_val=1, n_test=1,
+                                  languages=list(languages), refine_fraction=0.0)  # direct rows only: B rows
         rows = len(read_rows(corpora[n] / "rl_train.jsonl", schema="rl"))
         if rows != max(2, n):  # a program that failed to render leaves a row out: the batch would be smaller
             raise SystemExit(f"the corpus in {corpora[n]} has {rows} training rows, not {n}")
-    return folder, corpora
+    return folder, corpora, model.get_output_embeddings().weight.shape[0]
 
 
 def start(side: str, work_file: Path, log: Path, threads: int):
@@ -497,15 +521,16 @@ def table(work: Work, results: dict[str, dict], vocab: int) -> str:
     for side in SIDES:
         r = results[side]
         rows[side] = [r["update_peak"] / MIB, r["peak_rss"] / MIB, timed(side, "seconds"), timed(side, "cpu_seconds"),
-                      timed(side, "sample"), timed(side, "reward") + timed(side, "render_exposed"),
+                      timed(side, "sample"), timed(side, "reward_seconds") + timed(side, "render_exposed"),
                       timed(side, "update")]
     rows["vinci/TRL"] = [v / t if t else float("nan") for v, t in zip(rows["vinci"], rows["trl"])]
     head = ["peak update MiB", "peak RSS MiB", "s/step", "CPU s/step", "sample s", "reward s", "update s"]
     chunk = f"vinci samples {work.chunk or work.prompts} prompts per generate call, TRL all {work.prompts}"
     lines = [
         f"one GRPO step: {work.prompts} prompts x {work.samples} samples x {work.new_tokens} new tokens, "
-        f"micro-batch {work.micro_batch} rows, vocabulary {vocab or 'own'}, {chunk}, "
+        f"micro-batch {work.micro_batch} rows, vocabulary {vocab:,}, {chunk}, "
         f"{'planted answers' if work.plant else 'no planted answers'}, {work.steps} timed steps after a warm-up, "
+        f"{'/'.join(work.languages)} prompts, "
         "turn by turn",
         f"| {'':9} | " + " | ".join(head) + " |",
         "|" + "---|" * (len(head) + 1),
@@ -564,6 +589,9 @@ def main(argv=None) -> None:
     parser.add_argument("--plant", action="store_true",
                         help="both sides put each prompt's reference program in place of its group's first "
                              "completion, so B programs a step are rendered and scored (benchmarks.planted)")
+    parser.add_argument("--languages", nargs="+", default=["svg"],
+                        help="the prompts' target languages, as many prompts in each (svg renders fastest; "
+                             "configs/virl.yaml trains on python svg html latex)")
     parser.add_argument("--samples", type=int, default=4, help="G, completions per prompt")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens every completion writes")
     parser.add_argument("--micro-batch", type=int, default=2, help="rows per forward/backward, both trainers")
@@ -587,13 +615,15 @@ def main(argv=None) -> None:
     if args.steps < 1:
         parser.error("--steps must be at least 1")
     for prompts in args.prompts:
+        if max(2, prompts) % len(args.languages):
+            parser.error(f"--prompts {prompts} must be a multiple of the {len(args.languages)} --languages")
         if (prompts * args.samples) % args.micro_batch:
             parser.error(f"--micro-batch {args.micro_batch} must divide prompts x samples = {prompts * args.samples}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     out = Path(args.out or tempfile.mkdtemp(prefix="trl-compare-")).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model, corpora = build(out, args.vocab, args.prompts)
+    model, corpora, vocab = build(out, args.vocab, args.prompts, args.languages)
     runs = []
     for prompts in args.prompts:
         folder = out / f"b{prompts}" if len(args.prompts) > 1 else out
@@ -601,10 +631,10 @@ def main(argv=None) -> None:
         work = Work(out=str(folder), model=str(model), prompts=prompts, samples=args.samples,
                     new_tokens=args.new_tokens, micro_batch=args.micro_batch, steps=args.steps,
                     gradient_checkpointing=args.gradient_checkpointing, corpus=str(corpora[prompts]),
-                    chunk=args.chunk, plant=args.plant)
+                    chunk=args.chunk, plant=args.plant, languages=tuple(args.languages))
         log.info("rollout batch %d prompts x %d samples", prompts, args.samples)
         results = take_turns(work, folder, args.threads)
-        print(table(work, results, args.vocab), flush=True)
+        print(table(work, results, vocab), flush=True)
         runs.append((work, per_rollout(work, results)))
     if args.out is None:  # keep the logs, configs and records; the models are 100+ MiB
         shutil.rmtree(out / "tiny")
