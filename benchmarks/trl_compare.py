@@ -423,8 +423,8 @@ def run_trl(work: Work, go_fd: int, done_fd: int) -> None:
 
 
 # ---- the parent: build once, run both, take turns, print ----------------------------------
-def build(out: Path, vocab: int, prompts: list[int],
-          languages: list[str] = ("svg",)) -> tuple[Path, dict[int, Path], int]:
+def build(out: Path, vocab: int, prompts: list[int], languages: list[str] = ("svg",),
+          base: Optional[Path] = None) -> tuple[Path, dict[int, Path], int]:
     """The model (generation never ends before max_new_tokens; resized to `vocab` words unless 0)
     and one corpus per rollout batch, of exactly that many training rows, the same number in
     each language; and the model's vocabulary."""
@@ -434,7 +434,7 @@ def build(out: Path, vocab: int, prompts: list[int],
     from vinci.data.synth import build_corpus
     from vinci.tiny import TinySpec, build_tiny_vlm
 
-    tiny = build_tiny_vlm(out / "tiny", TinySpec())  # the embedded default, as `embedded: true` builds it
+    tiny = base or build_tiny_vlm(out / "tiny", TinySpec())  # the embedded default, as `embedded: true` builds it
     model = AutoModelForImageTextToText.from_pretrained(tiny)
     processor = AutoProcessor.from_pretrained(tiny)
     if vocab:
@@ -598,6 +598,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed steps after the warm-up")
     parser.add_argument("--vocab", type=int, default=151936,
                         help="output vocabulary of the model (Qwen: 151,936); 0 = the embedded model's own")
+    parser.add_argument("--base", default=None, help="the model directory to start from (default: build the "
+                        "embedded default in the work folder)")
     parser.add_argument("--threads", type=int, default=1,
                         help="intra-op threads per trainer; 0 = torch's default (one per core). On a shared machine "
                              "one is steadier and faster: a descheduled OpenMP thread stalls every small op")
@@ -623,7 +625,8 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     out = Path(args.out or tempfile.mkdtemp(prefix="trl-compare-")).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model, corpora, vocab = build(out, args.vocab, args.prompts, args.languages)
+    model, corpora, vocab = build(out, args.vocab, args.prompts, args.languages,
+                                  Path(args.base).resolve() if args.base else None)
     runs = []
     for prompts in args.prompts:
         folder = out / f"b{prompts}" if len(args.prompts) > 1 else out
@@ -637,7 +640,7 @@ def main(argv=None) -> None:
         print(table(work, results, vocab), flush=True)
         runs.append((work, per_rollout(work, results)))
     if args.out is None:  # keep the logs, configs and records; the models are 100+ MiB
-        shutil.rmtree(out / "tiny")
+        shutil.rmtree(out / "tiny", ignore_errors=True)
         shutil.rmtree(model)
     if len(runs) > 1 or args.chunk:
         print(f"seconds per rollout (one prompt x one sample), {args.samples} samples x {args.new_tokens} tokens, "

@@ -97,9 +97,9 @@ def test_rollout_batch_smallest_configuration_end_to_end(tmp_path, capsys, tiny_
 
 
 @pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="TRL: pip install -r benchmarks/requirements.txt")
-def test_trl_compare_smallest_configuration_end_to_end(tmp_path, capsys):
+def test_trl_compare_smallest_configuration_end_to_end(tmp_path, capsys, tiny_model):
     trl_compare.main(["--prompts", "2", "--samples", "2", "--new-tokens", "4", "--micro-batch", "4", "--steps", "1",
-                      "--vocab", "0", "--chunk", "1", "--plant", "--out", str(tmp_path)])
+                      "--vocab", "0", "--chunk", "1", "--plant", "--base", str(tiny_model), "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "vinci samples 1 prompts per generate call, TRL all 2" in out
     assert "programs rendered/step 2" in out  # the planted answers reached both renderers
