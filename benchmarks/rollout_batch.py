@@ -31,10 +31,14 @@ log-probs, update), so its tensors are counted and its time is not used. Columns
   live figure but not of the step's.
 - on a GPU also **cuda alloc / reserved MiB**: `torch.cuda.max_memory_allocated` /
   `max_memory_reserved` over the measured step (no tracker there: the device's own counters).
-- **s/step**, **sample s**, **render s**, **exposed s**: means over the timed steps of the
-  rollout's phase seconds, which the RewardLogger logs as `time/*_s`; render is first submit to
-  last result, exposed (`time/render_exposed_s`) is the wait for renders after the last chunk
-  was sampled; **exposed %** is exposed / render over the timed steps.
+- **s/step**, **sample s**, **update s**, **score s**, **render s**, **exposed s**: means over
+  the timed steps of the rollout's phase seconds, which the RewardLogger logs as `time/*_s`;
+  render is first submit to last result, exposed (`time/render_exposed_s`) is the wait for
+  renders after the last chunk was sampled (and after the reference pass); **exposed %** is
+  exposed / render over the timed steps. **reference s** is the KL term's reference pass, timed
+  here by wrapping `reference_logp`: it is in no `time/*` phase. It runs while the last renders
+  finish, so with KL it hides renders as later chunks do; on a CPU it also shares the cores
+  with the render workers, so a render it hides still costs time there.
 
 Below the table: each pair of runs with the same chunk and different B (the memory target: the
 largest B's peak within 10% of the smallest's), and each pair with the same B and different
@@ -112,6 +116,18 @@ class Probe(L.Callback):
         self.tracker = None
         self.rss_at_start = 0
 
+    def setup(self, trainer, module, stage: str) -> None:
+        reference = getattr(module, "reference_logp", None)  # the KL term's pass: in no phase of rollout.seconds
+        if callable(reference):
+            def timed_reference(*args, **kwargs):
+                started = time.perf_counter()
+                try:
+                    return reference(*args, **kwargs)
+                finally:
+                    self.current["reference"] = self.current.get("reference", 0.0) + time.perf_counter() - started
+
+            module.reference_logp = timed_reference  # training_step calls self.reference_logp
+
     def on_train_start(self, trainer, module) -> None:
         self.rss_at_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -134,7 +150,8 @@ class Probe(L.Callback):
         rollout = (outputs or {}).get("rollout")
         if rollout is None:
             raise TypeError(f"{type(module).__name__}.training_step returned no rollout; this benchmark needs updating")
-        step = dict(self.current, seconds=seconds, phases=dict(rollout.seconds), rows=rollout.num_rows,
+        phases = dict(rollout.seconds, reference=self.current.pop("reference", 0.0))
+        step = dict(self.current, seconds=seconds, phases=phases, rows=rollout.num_rows,
                     renders=rollout.render_jobs, tokens=int(rollout.completion_mask.sum(dim=1).max()),
                     reward=float(rollout.rewards.overall.mean()))
         if self.tracker is not None:
@@ -176,7 +193,8 @@ def prepare(out: Path, n_train: int, languages: list[str], refine_fraction: floa
 
 
 def run_config(out: Path, model: Path, adapter: Path, corpus: Path, batch: int, chunk: Optional[int],
-               samples: int, new_tokens: int, steps: int, micro_batch: Optional[int]) -> dict:
+               samples: int, new_tokens: int, steps: int, micro_batch: Optional[int],
+               kl_coef: Optional[float] = None) -> dict:
     """configs/virl.yaml for one run, as the module docstring lists."""
     from benchmarks.reproduce import retarget
 
@@ -195,6 +213,8 @@ def run_config(out: Path, model: Path, adapter: Path, corpus: Path, batch: int, 
     init["backbone"].update(model=str(model), embedded=False, adapter=str(adapter))
     if micro_batch:
         init["micro_batch_size"] = micro_batch
+    if kl_coef is not None:
+        init["kl_coef"] = kl_coef
     config["data"]["batch_size"] = batch
     config["data"]["synthetic"]["dir"] = str(corpus)
     return config
@@ -229,6 +249,8 @@ def summarise(record: dict, timed: int) -> dict:
         sample=mean([s["phases"]["sample"] for s in times]), render=render / len(times),
         exposed=exposed / len(times), exposed_share=exposed / render if render else float("nan"),
         update=mean([s["phases"].get("update", 0.0) for s in times]),
+        reference=mean([s["phases"].get("reference", 0.0) for s in times]),
+        score=mean([s["phases"].get("score", 0.0) for s in times]),
         rows=measured["rows"], renders=measured["renders"], tokens=measured["tokens"],
         prompt_tokens=max(s["prompt_tokens"] for s in steps), device=record["device"],
     )
@@ -240,14 +262,16 @@ def summarise(record: dict, timed: int) -> dict:
     return row
 
 
-def table(runs: list[tuple[int, Optional[int], dict]], samples: int, new_tokens: int, steps: int) -> str:
+def table(runs: list[tuple[int, Optional[int], dict]], samples: int, new_tokens: int, steps: int,
+          kl_coef: float = 0.1) -> str:
     cuda = any("cuda_allocated" in r for _, _, r in runs)
     head = ["B", "chunk", "calls", "RSS MiB", "live MiB", "step MiB", "batch MiB"]
     if cuda:
         head += ["cuda alloc MiB", "cuda reserved MiB"]
-    head += ["s/step", "sample s", "render s", "exposed s", "exposed %"]
+    head += ["s/step", "sample s", "reference s", "update s", "score s", "render s", "exposed s", "exposed %"]
     lines = [f"ViRL on the embedded default (configs/virl.yaml): {samples} samples x {new_tokens} new tokens "
-             f"(all rows full length), planted answers, {steps} timed steps after a warm-up, memory on one more step",
+             f"(all rows full length), planted answers, kl_coef {kl_coef}, {steps} timed steps after a warm-up, "
+             "memory on one more step",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for batch, chunk, r in runs:
         mib = lambda key: f"{r[key] / MIB:,.1f}" if key in r else "-"  # noqa: E731
@@ -255,8 +279,8 @@ def table(runs: list[tuple[int, Optional[int], dict]], samples: int, new_tokens:
                  mib("live_peak"), mib("step"), mib("batch")]
         if cuda:
             cells += [mib("cuda_allocated"), mib("cuda_reserved")]
-        cells += [f"{r['seconds']:.1f}", f"{r['sample']:.1f}", f"{r['render']:.2f}", f"{r['exposed']:.2f}",
-                  f"{100 * r['exposed_share']:.0f}%"]
+        cells += [f"{r['seconds']:.1f}", f"{r['sample']:.1f}", f"{r['reference']:.1f}", f"{r['update']:.1f}",
+                  f"{r['score']:.2f}", f"{r['render']:.2f}", f"{r['exposed']:.2f}", f"{100 * r['exposed_share']:.0f}%"]
         lines.append("| " + " | ".join(f"{c:>{len(h)}}" for c, h in zip(cells, head)) + " |")
     return "\n".join(lines)
 
@@ -306,6 +330,9 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed steps after the warm-up (one more measures memory)")
     parser.add_argument("--micro-batch", type=int, default=None, help="update rows per forward/backward "
                         "(default: configs/virl.yaml's)")
+    parser.add_argument("--kl-coef", type=float, default=None,
+                        help="default: configs/virl.yaml's 0.1 (VinciCoder: 0). With KL, the reference pass runs "
+                             "after the last chunk while renders finish, so it hides them too")
     parser.add_argument("--n-train", type=int, default=None,
                         help="programs per language in the corpus (default: enough for the largest B)")
     parser.add_argument("--languages", nargs="+", default=None, help="default: configs/virl.yaml's")
@@ -315,7 +342,10 @@ def main(argv=None) -> None:
                              "longest prompt: 0 keeps prompt lengths alike across batch sizes")
     parser.add_argument("--model", default=None, help="a model directory (default: build the embedded "
                         "default into the work folder, as configs/virl.yaml's `embedded: true` does)")
-    parser.add_argument("--threads", type=int, default=0, help="intra-op threads per run; 0 = torch's default")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads of the trainer; 0 = torch's default (one per core). With the render "
+                             "workers on the same cores, more than one stalls every small op when a thread is "
+                             "descheduled (on 2 shared cores: chunked sampling 10x slower with 2)")
     parser.add_argument("--out", default=None, help="work folder, kept (default: a temporary one, removed)")
     args = parser.parse_args(argv)
     try:
@@ -339,11 +369,12 @@ def main(argv=None) -> None:
     for batch, chunk in runs:
         log.info("run B %d, chunk %s", batch, chunk_name(chunk))
         run = run_config(out, model, adapter, corpus, batch, chunk, samples, args.new_tokens, args.steps,
-                         args.micro_batch)
+                         args.micro_batch, args.kl_coef)
         name = f"b{batch}-c{chunk_name(chunk)}"
         fit(run, out / f"{name}.yaml", args.threads)
         results.append((batch, chunk, summarise(json.loads((out / f"{name}.json").read_text()), args.steps)))
-    print(table(results, samples, args.new_tokens, args.steps))
+    kl_coef = config["model"]["init_args"]["kl_coef"] if args.kl_coef is None else args.kl_coef
+    print(table(results, samples, args.new_tokens, args.steps, kl_coef))
     for line in comparisons(results):
         print(line)
     for batch, chunk, r in results:

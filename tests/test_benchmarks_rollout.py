@@ -93,7 +93,7 @@ def test_rollout_batch_smallest_configuration_end_to_end(tmp_path, capsys, tiny_
     record = json.loads((tmp_path / "b2-c1.json").read_text())
     measured = record["steps"][-1]
     assert len(record["steps"]) == 3 and ("live_peak" in measured or "cuda_allocated" in measured)
-    assert {"sample", "render", "render_exposed", "score", "update"} <= set(measured["phases"])
+    assert {"sample", "render", "render_exposed", "score", "update", "reference"} <= set(measured["phases"])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="TRL: pip install -r benchmarks/requirements.txt")
