@@ -12,8 +12,8 @@ vocabulary is what dominates the update's memory (`--vocab 0` keeps its own: its
 tokenizer learns about 800 words of the 2,048 it may). Its end-of-sequence id is the video
 placeholder, which both samplers suppress, so every completion is `--new-tokens` long: the
 worst case a random policy writes. Both trainers get the same B prompt rows of the synthetic
-corpus (svg unless `--languages`, the same fitted images and chat template), sample G completions each at T = 1.0,
-score them with the same reward (vinci's: render in the sandboxed pool, 0.9 x pixel patch
+corpus (svg unless `--languages`, the same fitted images and chat template), sample G
+completions each at T = 1.0, score them with the same reward (vinci's: render in the sandboxed pool, 0.9 x pixel patch
 similarity + 0.1 x format; for TRL it is wrapped as a reward function), and make one optimizer
 step over all B x G rows in micro-batches of `--micro-batch` rows: a fresh LoRA of the same
 rank, alpha and target regex, dropout 0, no KL, clipped ratio 0.2 / 0.3, token-mean loss,
@@ -58,7 +58,8 @@ fused head scores every position, prompt included (it scores completion position
 GPUs with Triton), vinci only completion positions; TRL has no dual-clip (vinci's 3.0 cannot
 bind on one on-policy update, where every ratio is 1); advantage eps is 1e-6 in vinci, 1e-4
 in TRL. Without `--plant`, a random-weight policy writes no fenced block, so both rewards are 0
-and no program reaches the renderer; the update still runs its full forward and backward on both sides.
+and no program reaches the renderer; the update still runs its full forward and backward on
+both sides.
 vinci's head memory does not grow with the micro-batch (a few [64, V] chunks); TRL's does
 (a [tokens, 32768] tile), so with very short completions TRL's update peak can be the lower.
 """
