@@ -11,7 +11,7 @@ layer, gradient checkpointing) is what is measured. The phases run vinci's own c
 
 - sampling: `vinci.generation.sample`, G rows of one prompt, EOS unsampleable until
   max_new_tokens (`min_new_tokens`): every row is as long as a random policy makes it;
-- update: one ViRL micro-batch as `ViRLModule._update` runs it: `vinci.logprobs.sequence_logp`
+- update: one ViRL micro-batch as `ViRLModule.update` runs it: `vinci.logprobs.sequence_logp`
   with the entropy, `vinci.grpo.policy_loss`, backward, gradient clipping, AdamW step, under bf16
   autocast as Lightning's `bf16-mixed` runs the training step (sampling runs outside it);
 - SFT: one micro-batch of `vinci.logprobs.answer_loss`, backward, clipping, AdamW step;
