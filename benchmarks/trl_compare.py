@@ -3,14 +3,17 @@
     pip install -r benchmarks/requirements.txt            # TRL, for this benchmark only
     python -m benchmarks.trl_compare                      # 2 prompts x 4 samples x 256 tokens, 2 timed steps
     python -m benchmarks.trl_compare --prompts 1 --new-tokens 512   # 2 x 512 completion tokens per micro-batch
+    python -m benchmarks.trl_compare --prompts 8 32 64 --chunk 8 --plant --vocab 0 --new-tokens 32 \
+        --micro-batch 16 --languages python svg html latex  # seconds per rollout at three rollout batches
 
 One model, one batch of work, two trainers. The model is the embedded tiny Qwen2-VL with its
 tied embedding and output head resized to `--vocab` words (Qwen's 151,936), because the output
-vocabulary is what dominates the update's memory. Its end-of-sequence id is the video
+vocabulary is what dominates the update's memory (`--vocab 0` keeps its own: its BPE
+tokenizer learns about 800 words of the 2,048 it may). Its end-of-sequence id is the video
 placeholder, which both samplers suppress, so every completion is `--new-tokens` long: the
 worst case a random policy writes. Both trainers get the same B prompt rows of the synthetic
-corpus (svg, the same fitted images and chat template), sample G completions each at T = 1.0,
-score them with the same reward (vinci's: render in the sandboxed pool, 0.9 x pixel patch
+corpus (svg unless `--languages`, the same fitted images and chat template), sample G
+completions each at T = 1.0, score them with the same reward (vinci's: render in the sandboxed pool, 0.9 x pixel patch
 similarity + 0.1 x format; for TRL it is wrapped as a reward function), and make one optimizer
 step over all B x G rows in micro-batches of `--micro-batch` rows: a fresh LoRA of the same
 rank, alpha and target regex, dropout 0, no KL, clipped ratio 0.2 / 0.3, token-mean loss,
@@ -18,6 +21,19 @@ group-normalised advantages, AdamW at a constant rate, gradient clip 1.0, fp32 (
 default off), sdpa, gradient checkpointing off (TRL's default on) unless `--gradient-checkpointing`
 turns it on for both. vinci runs through `main.py fit` on configs/virl.yaml retargeted; the
 values TRL needs are read from that same config, so there is one source for each.
+
+The rollout batch (`--prompts`, several for one run each) is vinci's `data.batch_size`, sampled
+`--chunk` prompts per generate call (`sampler.prompts_per_generation`; default the whole batch),
+each chunk's programs rendering while later chunks sample. For TRL it is the generation batch:
+`generation_batch_size` = B x G rows sampled in one generate call and scored together, split into
+`per_device_train_batch_size` = `--micro-batch` rows, with `gradient_accumulation_steps` (=
+`steps_per_generation`) over all of them, so one optimizer step per rollout batch on both sides.
+A random policy writes no program, so nothing renders; `--plant` puts each prompt's reference
+program in place of its group's first completion on both sides (benchmarks.planted), so B
+programs a step go through the sandboxed renderers and the reward (`--languages` sets their
+mix; as many prompts in each). With more than one batch, or a chunk, a last table gives seconds
+per rollout (one prompt x one sample: s/step / (B x G)) of each side and vinci/TRL throughput.
+Each batch's corpus holds exactly B direct rows, so both sides see the same prompts every step.
 
 Each trainer runs in its own fresh process, and the two take turns step by step (vinci first
 on even steps, TRL first on odd ones), so load from anything else on the machine falls on both
@@ -31,7 +47,9 @@ update memory is measured. The steps after it are timed, with nothing instrument
 - **peak RSS MiB**: the process's peak resident set over the whole run (getrusage): loading,
   sampling, reward and update together.
 - **s/step**: mean wall time of the timed steps, sampling to optimizer step; `sample` and
-  `update` are its two model phases, the rest is rendering, reward and glue. **CPU s/step** is
+  `update` are its two model phases; **reward s** is the time the trainer waited on renders
+  and scored them (vinci: `render_exposed` + `score`, TRL: its reward function); the rest is
+  glue. **CPU s/step** is
   the trainer process's CPU time over the same steps: the work done, which other load on a
   shared machine does not inflate (render workers are other processes and not in it).
 
@@ -39,8 +57,9 @@ What is not the same, because it is how each works rather than a setting: on a C
 fused head scores every position, prompt included (it scores completion positions only on
 GPUs with Triton), vinci only completion positions; TRL has no dual-clip (vinci's 3.0 cannot
 bind on one on-policy update, where every ratio is 1); advantage eps is 1e-6 in vinci, 1e-4
-in TRL. A random-weight policy writes no fenced block, so both rewards are 0 and no program
-reaches the renderer; the update still runs its full forward and backward on both sides.
+in TRL. Without `--plant`, a random-weight policy writes no fenced block, so both rewards are 0
+and no program reaches the renderer; the update still runs its full forward and backward on
+both sides.
 vinci's head memory does not grow with the micro-batch (a few [64, V] chunks); TRL's does
 (a [tokens, 32768] tile), so with very short completions TRL's update peak can be the lower.
 """
@@ -91,6 +110,10 @@ class Work:
     micro_batch: int  # rows per forward/backward
     steps: int  # timed steps after the warm-up
     gradient_checkpointing: bool
+    corpus: str = ""  # the synthetic corpus folder: exactly `prompts` training rows
+    chunk: Optional[int] = None  # vinci's sampler.prompts_per_generation (None = the whole batch)
+    plant: bool = False  # both sides: each group's first completion is the prompt's reference program
+    languages: tuple[str, ...] = ("svg",)  # the prompts' target languages, as many prompts in each
 
 
 # ---- measuring -------------------------------------------------------------------------------
@@ -202,9 +225,9 @@ class VinciProbe(L.Callback):
         self.probe = StepProbe(Turn(go_fd, done_fd))
 
     def setup(self, trainer, module, stage: str) -> None:
-        update = getattr(module, "_update", None)  # the update phase: log-prob forward, backward, step
-        if update is None:
-            raise TypeError(f"{type(module).__name__} has no _update to measure; this benchmark needs updating")
+        update = getattr(module, "update", None)  # ViRLModule's update phase: log-prob forward, backward, step
+        if not callable(update):
+            raise TypeError(f"{type(module).__name__} has no update phase to measure; this benchmark needs updating")
 
         def measured_update(*args, **kwargs):
             self.probe.update_begins()
@@ -213,18 +236,25 @@ class VinciProbe(L.Callback):
             finally:
                 self.probe.update_ends()
 
-        module._update = measured_update
+        module.update = measured_update  # training_step calls self.update: the instance's wins
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         self.probe.step_begins()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        rollout = module.rollout
-        lengths = rollout.completions.completion_mask.sum(dim=1)  # [N]
-        self.probe.current["sample"] = rollout.seconds["sample"]
+        rollout = (outputs or {}).get("rollout")  # what ViRLModule.training_step returns
+        if rollout is None:
+            raise TypeError(f"{type(module).__name__}.training_step returned no rollout; this benchmark needs updating")
+        lengths = rollout.completion_mask.sum(dim=1)  # [N]
+        prompts = rollout.batch.inputs["attention_mask"].sum(dim=1)  # [B] prompt tokens without padding
+        seconds = rollout.seconds
+        self.probe.current.update(sample=seconds["sample"], render=seconds.get("render", 0.0),
+                                  render_exposed=seconds.get("render_exposed", 0.0),
+                                  reward_seconds=seconds.get("score", 0.0))
         self.probe.step_ends(
             rows=int(lengths.numel()), tokens=(int(lengths.min()), int(lengths.max())),
-            prompt_tokens=int(rollout.completions.prompt_length), reward=float(rollout.rewards.overall.mean()),
+            prompt_tokens=int(prompts.max()), reward=float(rollout.rewards.overall.mean()),
+            renders=rollout.render_jobs, texts=len(rollout.texts),
         )
 
     def on_fit_end(self, trainer, module) -> None:
@@ -240,7 +270,9 @@ def vinci_config(work: Work) -> dict:
     config = retarget(yaml.safe_load((ROOT / "configs" / "virl.yaml").read_text()), out, "vinci")
     config["trainer"].update(max_steps=1 + work.steps, enable_progress_bar=False)
     config["sampler"]["init_args"].update(num_samples=work.samples, temperature=1.0, top_p=1.0,
-                                          max_new_tokens=work.new_tokens)
+                                          max_new_tokens=work.new_tokens, prompts_per_generation=work.chunk)
+    if work.plant:
+        config["sampler"]["class_path"] = "benchmarks.planted.PlantAnswers"
     init = config["model"]["init_args"]
     init["backbone"].update(model=work.model, embedded=False, adapter=None,
                             gradient_checkpointing=work.gradient_checkpointing,
@@ -248,8 +280,8 @@ def vinci_config(work: Work) -> dict:
     init.update(kl_coef=0.0, ppo_epochs=1, micro_batch_size=work.micro_batch, loss_agg="token-mean",
                 warmup_ratio=0.0, min_lr_ratio=1.0)  # constant rate, as TRL's "constant"
     config["data"]["batch_size"] = work.prompts
-    config["data"]["synthetic"].update(dir=str(out / "synth"), n_train=max(2, work.prompts), n_val=1, n_test=1,
-                                       languages=["svg"])
+    config["data"]["synthetic"].update(dir=work.corpus or str(out / "synth"), n_train=max(2, work.prompts),
+                                       n_val=1, n_test=1, languages=list(work.languages))
     return config
 
 
@@ -266,14 +298,22 @@ def run_vinci(work: Work, go_fd: int, done_fd: int) -> None:
 
 
 # ---- TRL's side: GRPOTrainer with the same work ----------------------------------------------
-def vinci_reward(pool, encoder: str, format_weight: float, similarity: dict):
-    """vinci's composite reward as a TRL reward function: one float per completion."""
+def vinci_reward(pool, encoder: str, format_weight: float, similarity: dict, group_size: int = 0, probe=None):
+    """vinci's composite reward as a TRL reward function: one float per completion.
+
+    With `group_size`, the first completion of each group is replaced by its prompt's reference
+    program first (benchmarks.planted, as vinci's PlantAnswers sampler does); `probe` gets the
+    seconds spent here (render and score) as "reward_seconds"."""
+    from benchmarks.planted import plant
     from vinci.reward.format import composite_reward, extract_code, format_reward
     from vinci.reward.similarity import visual_reward
     from vinci.render import RenderJob, RenderResult
 
-    def vinci_composite(prompts, completions, image, language, **_) -> list[float]:
+    def vinci_composite(prompts, completions, image, language, answer=None, **_) -> list[float]:
+        started = time.perf_counter()
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]  # [N]
+        if group_size:  # TRL's rows are prompt-major here: G in a row per prompt, shuffled only after scoring
+            texts = plant(texts, answer[::group_size], group_size)
         codes = [extract_code(text, lang) for text, lang in zip(texts, language)]  # [N]
         jobs = {(lang, code): None for code, lang in zip(codes, language) if code is not None}  # render each once
         results = dict(zip(jobs, pool.submit([RenderJob(lang, code) for lang, code in jobs]).result()))
@@ -282,6 +322,9 @@ def vinci_reward(pool, encoder: str, format_weight: float, similarity: dict):
         visual = visual_reward([r.image if r.ok else None for r in renders], image, encoder, **similarity)  # [N]
         rendered = torch.tensor([float(r.ok) for r in renders])  # [N]
         parts = composite_reward(visual.float(), format_reward(texts, language), rendered, format_weight=format_weight)
+        if probe is not None:
+            probe.current["reward_seconds"] = probe.current.get("reward_seconds", 0.0) + time.perf_counter() - started
+            probe.current["renders"] = probe.current.get("renders", 0) + len(jobs)
         return parts.overall.tolist()
 
     return vinci_composite
@@ -308,11 +351,11 @@ def run_trl(work: Work, go_fd: int, done_fd: int) -> None:
 
     processor = load_processor(work.model)
     model = AutoModelForImageTextToText.from_pretrained(work.model, dtype=torch.float32, attn_implementation="sdpa")
-    rows = read_rows(out / "synth" / "rl_train.jsonl", schema="rl", min_pixels=data["min_pixels"],
+    rows = read_rows(Path(data["synthetic"]["dir"]) / "rl_train.jsonl", schema="rl", min_pixels=data["min_pixels"],
                      max_pixels=data["max_pixels"])
     examples = [rows[i] for i in range(len(rows))]
-    dataset = Dataset.from_list([dict(prompt=[user_turn(e.prompt)], image=e.image, language=e.language)
-                                 for e in examples])
+    dataset = Dataset.from_list([dict(prompt=[user_turn(e.prompt)], image=e.image, language=e.language,
+                                      answer=e.answer or "") for e in examples])
     expected = {prompt_text(processor, e.prompt) for e in examples}
 
     class MeasuredGRPOTrainer(GRPOTrainer):
@@ -344,10 +387,15 @@ def run_trl(work: Work, go_fd: int, done_fd: int) -> None:
     rows_per_step = work.prompts * work.samples
     if rows_per_step % work.micro_batch:
         raise SystemExit(f"--micro-batch {work.micro_batch} must divide prompts x samples = {rows_per_step}")
+    # TRL's rollout batch is its generation batch: B x G rows sampled in one generate call, scored,
+    # then split into per_device_train_batch_size micro-batches; gradient accumulation over all of
+    # them (steps_per_generation = gradient_accumulation_steps) makes one optimizer step per
+    # generation batch, as vinci's one update per rollout batch.
     args = GRPOConfig(
         output_dir=str(out / "trl"), report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
         use_cpu=True, bf16=False, fp16=False, seed=config["seed_everything"], dataloader_num_workers=0,
         max_steps=1 + work.steps, per_device_train_batch_size=work.micro_batch,
+        generation_batch_size=rows_per_step,  # steps_per_generation follows: rows_per_step // micro_batch
         gradient_accumulation_steps=rows_per_step // work.micro_batch,  # one optimizer step per B x G rows
         gradient_checkpointing=work.gradient_checkpointing,
         num_generations=work.samples, max_completion_length=work.new_tokens, temperature=1.0, top_p=1.0, top_k=0,
@@ -362,34 +410,51 @@ def run_trl(work: Work, go_fd: int, done_fd: int) -> None:
     similarity = dict(tile_size=init["tile_size"], max_tiles=init["max_tiles"], global_weight=init["global_weight"])
     options = RenderOptions(**render["options"])
     with RenderPool(workers=render["workers"], timeout=render["timeout"], options=options) as pool:
-        reward = vinci_reward(pool, init["encoder"], init["format_weight"], similarity)
+        reward = vinci_reward(pool, init["encoder"], init["format_weight"], similarity,
+                              group_size=work.samples if work.plant else 0, probe=probe)
         trainer = MeasuredGRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
                                       processing_class=processor, peft_config=peft_config, callbacks=[Steps()])
+        if (trainer.args.generation_batch_size, trainer.args.steps_per_generation) != (
+                rows_per_step, args.gradient_accumulation_steps):
+            raise SystemExit(f"TRL's generation batch is not one rollout batch: {trainer.args.generation_batch_size} "
+                             f"rows, {trainer.args.steps_per_generation} steps per generation")
         trainer.train()
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     (out / "trl.json").write_text(json.dumps(dict(probe.record(), trainable=trainable)))
 
 
 # ---- the parent: build once, run both, take turns, print ----------------------------------
-def build(out: Path, vocab: int, prompts: int) -> Path:
-    """The resized model (generation never ends before max_new_tokens) and the corpus."""
+def build(out: Path, vocab: int, prompts: list[int], languages: list[str] = ("svg",),
+          base: Optional[Path] = None) -> tuple[Path, dict[int, Path], int]:
+    """The model (generation never ends before max_new_tokens; resized to `vocab` words unless 0)
+    and one corpus per rollout batch, of exactly that many training rows, the same number in
+    each language; and the model's vocabulary."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from vinci.data.rows import read_rows
     from vinci.data.synth import build_corpus
     from vinci.tiny import TinySpec, build_tiny_vlm
 
-    tiny = build_tiny_vlm(out / "tiny", TinySpec(texts_per_language=60))
+    tiny = base or build_tiny_vlm(out / "tiny", TinySpec())  # the embedded default, as `embedded: true` builds it
     model = AutoModelForImageTextToText.from_pretrained(tiny)
     processor = AutoProcessor.from_pretrained(tiny)
-    model.resize_token_embeddings(vocab, mean_resizing=False)
+    if vocab:
+        model.resize_token_embeddings(vocab, mean_resizing=False)
     never = model.config.video_token_id  # suppressed while sampling, so never drawn
     model.generation_config.eos_token_id = never
     processor.tokenizer.eos_token = processor.tokenizer.convert_ids_to_tokens(never)
-    folder = out / f"tiny-{vocab}"
+    folder = out / f"tiny-{vocab or 'own'}"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    build_corpus(out / "synth", seed=0, n_train=max(2, prompts), n_val=1, n_test=1, languages=["svg"])
-    return folder
+    corpora = {}
+    for n in sorted(set(prompts)):
+        per_language = max(2, n) // len(languages)  # build_corpus's sizes are programs per language
+        corpora[n] = build_corpus(out / f"synth-{n}", seed=0, n_train=per_language, n_val=1, n_test=1,
+                                  languages=list(languages), refine_fraction=0.0)  # direct rows only: B rows
+        rows = len(read_rows(corpora[n] / "rl_train.jsonl", schema="rl"))
+        if rows != max(2, n):  # a program that failed to render leaves a row out: the batch would be smaller
+            raise SystemExit(f"the corpus in {corpora[n]} has {rows} training rows, not {n}")
+    return folder, corpora, model.get_output_embeddings().weight.shape[0]
 
 
 def start(side: str, work_file: Path, log: Path, threads: int):
@@ -451,18 +516,22 @@ def take_turns(work: Work, out: Path, threads: int) -> dict[str, dict]:
 def table(work: Work, results: dict[str, dict], vocab: int) -> str:
     def timed(side: str, key: str) -> float:
         steps = results[side]["steps"][1:]
-        return sum(s[key] for s in steps) / len(steps)
+        return sum(s.get(key, 0.0) for s in steps) / len(steps)
 
     rows = {}
     for side in SIDES:
         r = results[side]
         rows[side] = [r["update_peak"] / MIB, r["peak_rss"] / MIB, timed(side, "seconds"), timed(side, "cpu_seconds"),
-                      timed(side, "sample"), timed(side, "update")]
-    rows["vinci/TRL"] = [v / t for v, t in zip(rows["vinci"], rows["trl"])]
-    head = ["peak update MiB", "peak RSS MiB", "s/step", "CPU s/step", "sample s", "update s"]
+                      timed(side, "sample"), timed(side, "reward_seconds") + timed(side, "render_exposed"),
+                      timed(side, "update")]
+    rows["vinci/TRL"] = [v / t if t else float("nan") for v, t in zip(rows["vinci"], rows["trl"])]
+    head = ["peak update MiB", "peak RSS MiB", "s/step", "CPU s/step", "sample s", "reward s", "update s"]
+    chunk = f"vinci samples {work.chunk or work.prompts} prompts per generate call, TRL all {work.prompts}"
     lines = [
         f"one GRPO step: {work.prompts} prompts x {work.samples} samples x {work.new_tokens} new tokens, "
-        f"micro-batch {work.micro_batch} rows, vocabulary {vocab:,}, {work.steps} timed steps after a warm-up, "
+        f"micro-batch {work.micro_batch} rows, vocabulary {vocab:,}, {chunk}, "
+        f"{'planted answers' if work.plant else 'no planted answers'}, {work.steps} timed steps after a warm-up, "
+        f"{'/'.join(work.languages)} prompts, "
         "turn by turn",
         f"| {'':9} | " + " | ".join(head) + " |",
         "|" + "---|" * (len(head) + 1),
@@ -474,7 +543,8 @@ def table(work: Work, results: dict[str, dict], vocab: int) -> str:
     for side in SIDES:
         s = results[side]["steps"]
         lines.append(f"{side}: rows/step {s[0]['rows']}, completion tokens {tuple(s[0]['tokens'])}, "
-                     f"prompt tokens {s[0]['prompt_tokens']}, trainable {results[side]['trainable']:,}, "
+                     f"prompt tokens {s[0]['prompt_tokens']}, programs rendered/step {s[-1].get('renders', 0)}, "
+                     f"trainable {results[side]['trainable']:,}, "
                      f"mean reward {sum(x['reward'] for x in s) / len(s):.3f}")
     pairs = list(zip(results["vinci"]["steps"][1:], results["trl"]["steps"][1:]))
     lines.append("vinci/TRL by timed step, s/step (CPU s/step): "
@@ -485,14 +555,52 @@ def table(work: Work, results: dict[str, dict], vocab: int) -> str:
     return "\n".join(lines)
 
 
+def per_rollout(work: Work, results: dict[str, dict]) -> dict[str, float]:
+    """Seconds per rollout (one prompt x one sample) of the timed steps, wall and CPU, per side."""
+    rollouts = work.prompts * work.samples
+    out = {}
+    for side in SIDES:
+        steps = results[side]["steps"][1:]
+        out[side] = sum(s["seconds"] for s in steps) / len(steps) / rollouts
+        out[f"{side}_cpu"] = sum(s["cpu_seconds"] for s in steps) / len(steps) / rollouts
+    out["ratio"] = out["trl"] / out["vinci"]  # vinci's throughput over TRL's
+    out["cpu_ratio"] = out["trl_cpu"] / out["vinci_cpu"]
+    return out
+
+
+def throughput_table(runs: list[tuple[Work, dict[str, float]]]) -> str:
+    """One row per rollout batch: seconds per rollout of each side and vinci/TRL throughput."""
+    head = ["rollouts/step", "vinci s/rollout", "TRL s/rollout", "vinci/TRL throughput",
+            "vinci CPU s/rollout", "TRL CPU s/rollout", "CPU ratio"]
+    lines = ["| prompts | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
+    for work, r in runs:
+        cells = [f"{work.prompts * work.samples}", f"{r['vinci']:.4f}", f"{r['trl']:.4f}", f"{r['ratio']:.2f}x",
+                 f"{r['vinci_cpu']:.4f}", f"{r['trl_cpu']:.4f}", f"{r['cpu_ratio']:.2f}x"]
+        lines.append(f"| {work.prompts:>7} | " + " | ".join(f"{c:>{len(h)}}" for c, h in zip(cells, head)) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=2, help="B, prompts per step")
+    parser.add_argument("--prompts", type=int, nargs="+", default=[2],
+                        help="B, prompts per step (the rollout batch); several: one run each, and a throughput table")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="vinci's sampler.prompts_per_generation (default: the whole rollout batch at once, "
+                             "as TRL samples its generation batch)")
+    parser.add_argument("--plant", action="store_true",
+                        help="both sides put each prompt's reference program in place of its group's first "
+                             "completion, so B programs a step are rendered and scored (benchmarks.planted)")
+    parser.add_argument("--languages", nargs="+", default=["svg"],
+                        help="the prompts' target languages, as many prompts in each (svg renders fastest; "
+                             "configs/virl.yaml trains on python svg html latex)")
     parser.add_argument("--samples", type=int, default=4, help="G, completions per prompt")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens every completion writes")
     parser.add_argument("--micro-batch", type=int, default=2, help="rows per forward/backward, both trainers")
     parser.add_argument("--steps", type=int, default=2, help="timed steps after the warm-up")
-    parser.add_argument("--vocab", type=int, default=151936, help="output vocabulary of the model (Qwen: 151,936)")
+    parser.add_argument("--vocab", type=int, default=151936,
+                        help="output vocabulary of the model (Qwen: 151,936); 0 = the embedded model's own")
+    parser.add_argument("--base", default=None, help="the model directory to start from (default: build the "
+                        "embedded default in the work folder)")
     parser.add_argument("--threads", type=int, default=1,
                         help="intra-op threads per trainer; 0 = torch's default (one per core). On a shared machine "
                              "one is steadier and faster: a descheduled OpenMP thread stalls every small op")
@@ -509,19 +617,36 @@ def main(argv=None) -> None:
         return
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    for prompts in args.prompts:
+        if max(2, prompts) % len(args.languages):
+            parser.error(f"--prompts {prompts} must be a multiple of the {len(args.languages)} --languages")
+        if (prompts * args.samples) % args.micro_batch:
+            parser.error(f"--micro-batch {args.micro_batch} must divide prompts x samples = {prompts * args.samples}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     out = Path(args.out or tempfile.mkdtemp(prefix="trl-compare-")).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model = build(out, args.vocab, args.prompts)
-    work = Work(out=str(out), model=str(model), prompts=args.prompts, samples=args.samples,
-                new_tokens=args.new_tokens, micro_batch=args.micro_batch, steps=args.steps,
-                gradient_checkpointing=args.gradient_checkpointing)
-    results = take_turns(work, out, args.threads)
+    model, corpora, vocab = build(out, args.vocab, args.prompts, args.languages,
+                                  Path(args.base).resolve() if args.base else None)
+    runs = []
+    for prompts in args.prompts:
+        folder = out / f"b{prompts}" if len(args.prompts) > 1 else out
+        folder.mkdir(parents=True, exist_ok=True)
+        work = Work(out=str(folder), model=str(model), prompts=prompts, samples=args.samples,
+                    new_tokens=args.new_tokens, micro_batch=args.micro_batch, steps=args.steps,
+                    gradient_checkpointing=args.gradient_checkpointing, corpus=str(corpora[prompts]),
+                    chunk=args.chunk, plant=args.plant, languages=tuple(args.languages))
+        log.info("rollout batch %d prompts x %d samples", prompts, args.samples)
+        results = take_turns(work, folder, args.threads)
+        print(table(work, results, vocab), flush=True)
+        runs.append((work, per_rollout(work, results)))
     if args.out is None:  # keep the logs, configs and records; the models are 100+ MiB
-        shutil.rmtree(out / "tiny")
+        shutil.rmtree(out / "tiny", ignore_errors=True)
         shutil.rmtree(model)
-    print(table(work, results, args.vocab))
+    if len(runs) > 1 or args.chunk:
+        print(f"seconds per rollout (one prompt x one sample), {args.samples} samples x {args.new_tokens} tokens, "
+              f"vinci chunk {args.chunk or 'the whole batch'}, {'planted answers' if args.plant else 'no renders'}:")
+        print(throughput_table(runs))
     print(f"trl {version('trl')}, transformers {version('transformers')}, torch {torch.__version__}; "
           f"logs and configs in {out}; "
           f"wall {time.perf_counter() - started:.0f} s")
