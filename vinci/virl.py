@@ -333,8 +333,12 @@ class ViRLModule(BackboneModule):
         return torch.cat(chunks)  # [N, L]
 
     def reference_logp(self, rollout: Rollout) -> torch.Tensor:
-        """[N, L] log-probs under the frozen reference adapter (the KL term's), in host memory."""
-        return self.policy_logp(rollout, REFERENCE)
+        """[N, L] log-probs under the frozen reference adapter (the KL term's), in host memory;
+        it runs while the last renders finish, so `render_exposed` is what it did not hide."""
+        began = time.perf_counter()
+        logp = self.policy_logp(rollout, REFERENCE)
+        rollout.seconds["reference"] = time.perf_counter() - began
+        return logp
 
     def update(self, rollout: Rollout, rows: list[int], advantages: torch.Tensor, ref_logp) -> dict[str, float]:
         """ppo_epochs x mini_batches optimizer steps over `rows`.
