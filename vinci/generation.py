@@ -73,7 +73,7 @@ def sampling_config(
         do_sample=do_sample,
         temperature=temperature if do_sample else 1.0,
         top_p=top_p if do_sample else 1.0,
-        top_k=0,  # off: transformers' default is 50
+        top_k=0 if do_sample else None,  # off (transformers defaults to 50); greedy takes no top-k, and warns at 0
         num_return_sequences=num_samples,
         use_cache=True,
         suppress_tokens=multimodal_token_ids(model, processor.tokenizer) or None,
