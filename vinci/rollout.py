@@ -56,7 +56,8 @@ class Rollout:
     scored: list[RewardParts] = field(default_factory=list)  # per chunk, in row order
     rewards: Optional[RewardParts] = None  # [N] each part, once every chunk is scored
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
-    render_window: Optional[tuple[float, float]] = None  # perf_counter of the first submit, the last result
+    render_started: Optional[float] = None  # perf_counter of the first submit
+    render_ended: float = 0.0  # perf_counter of the last result scored
 
     @property
     def num_prompts(self) -> int:

@@ -252,6 +252,8 @@ class ViRLModule(BackboneModule):
         languages = rollout.languages[first_row : first_row + len(texts)]
         renders = self.pipeline.render.submit(texts, languages)
         rollout.pending.append((first_row, renders))
+        if rollout.render_started is None:
+            rollout.render_started = renders.submitted
         rollout.render_jobs += len(renders.jobs)
 
     # ---- 3. score -------------------------------------------------------------------------
@@ -276,14 +278,12 @@ class ViRLModule(BackboneModule):
             rollout.renders += results
             rollout.codes += renders.codes
             rollout.pending.pop(0)
-            window = (renders.submitted, renders.finished or scoring)
-            rollout.render_window = window if rollout.render_window is None else (
-                min(rollout.render_window[0], window[0]), max(rollout.render_window[1], window[1]))
+            rollout.render_ended = max(rollout.render_ended, renders.finished or scoring)
         if rollout.pending or len(rollout.renders) < rollout.num_prompts * rollout.group_size:
             return None  # rows still rendering, or not sampled yet
         if rollout.rewards is None:
             rollout.rewards = programs.cat_parts(rollout.scored)  # [N] each
-            rollout.seconds["render"] = rollout.render_window[1] - rollout.render_window[0]  # first submit -> last result
+            rollout.seconds["render"] = rollout.render_ended - rollout.render_started  # first submit -> last result
         return rollout.rewards
 
     # ---- 4. advantages --------------------------------------------------------------------
