@@ -19,13 +19,14 @@ for data workers. A single process keeps its stream untouched.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Literal, Optional
 
 import lightning as L
 import numpy as np
 import torch
 
 from vinci.data.collate import RLBatch
+from vinci.engines.vllm_client import VLLMSettings
 from vinci.generation import Completions, sample
 from vinci.rollout import to_device
 
@@ -44,6 +45,8 @@ class RolloutSampler(L.Callback):
         max_new_tokens: int = 1024,
         prompts_per_generation: Optional[int] = None,
         min_new_tokens: int = 0,
+        engine: Literal["hf", "vllm"] = "hf",
+        vllm: Optional[VLLMSettings] = None,
     ):
         """
         Args:
@@ -55,6 +58,10 @@ class RolloutSampler(L.Callback):
                 rollout batch at once. Sets the KV cache; what is sampled does not depend on it.
             min_new_tokens: EOS is unsampleable before this many tokens (0 = off); a memory check
                 sets it to max_new_tokens so that every answer is as long as a random policy's.
+            engine: what samples: "hf" (transformers `generate` on the training model) or "vllm"
+                (a vLLM worker process in its own environment, given the policy's LoRA after every
+                optimizer step; vinci.engines). Validation during fit answers with the same engine.
+            vllm: the vLLM worker's settings (interpreter, KV cache size, sleep, timeouts).
         """
         if num_samples < 2:
             raise ValueError(f"num_samples must be >= 2 for group-normalised advantages, got {num_samples}")
@@ -70,11 +77,37 @@ class RolloutSampler(L.Callback):
         self.max_new_tokens = max_new_tokens
         self.prompts_per_generation = prompts_per_generation
         self.min_new_tokens = min_new_tokens
+        if engine not in ("hf", "vllm"):
+            raise ValueError(f"sampler.engine must be hf or vllm, got {engine!r}")
+        self.engine = engine
+        self.vllm = vllm or VLLMSettings()
+        self.rollouts = None  # vinci.engines.vllm_sampling.VLLMRollouts, started at the first rollout
 
     def on_train_start(self, trainer, module) -> None:
         if trainer.world_size > 1:
             seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
             torch.manual_seed(rank_seed(seed, trainer.global_rank))
+
+    def teardown(self, trainer, module, stage: str) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.rollouts is not None:
+            self.rollouts.close()
+            self.rollouts = None
+
+    def vllm_rollouts(self, module):
+        """The vLLM worker of this process, started on first use (after configure_model)."""
+        if self.rollouts is None:
+            from vinci.engines.vllm_sampling import VLLMRollouts
+
+            self.rollouts = VLLMRollouts.for_module(self.vllm, module)
+        return self.rollouts
+
+    def rollout_done(self) -> None:
+        """Sampling for this step is over: a GPU worker sleeps while the trainer scores and updates."""
+        if self.rollouts is not None:
+            self.rollouts.sleep()
 
     def chunks(self, num_prompts: int) -> list[tuple[int, int]]:
         """[(start, stop)] prompt ranges, one per generate call."""
@@ -88,6 +121,9 @@ class RolloutSampler(L.Callback):
                 f"the sampler draws at temperature {self.temperature} but the module scores log-probs at "
                 f"{module.temperature}: give ViRLModule(temperature=...) the sampler's (the CLI links them)"
             )
+        if self.engine == "vllm":
+            return self.vllm_rollouts(module).sample(module, chunk, self.num_samples, self.max_new_tokens,
+                                                     self.min_new_tokens, True, self.temperature, self.top_p)
         done = sample(
             module.model,
             module.processor,
@@ -103,6 +139,8 @@ class RolloutSampler(L.Callback):
 
     def answer(self, module, chunk: RLBatch) -> Completions:
         """One greedy answer per prompt (G = 1), as benchmarks decode: validation during fit."""
+        if self.engine == "vllm":
+            return self.vllm_rollouts(module).sample(module, chunk, 1, self.max_new_tokens, 0, False, 1.0, 1.0)
         done = sample(module.model, module.processor, to_device(chunk.inputs, module.device),
                       num_samples=1, max_new_tokens=self.max_new_tokens, do_sample=False)
         return to_host(done)
@@ -110,4 +148,6 @@ class RolloutSampler(L.Callback):
 
 def to_host(done: Completions) -> Completions:
     """The completion tensors in host memory, where the rollout waits for its update."""
-    return Completions(done.sequences.cpu(), done.completion_ids.cpu(), done.completion_mask.cpu(), done.texts, done.prompt_length)
+    logp = None if done.logp is None else done.logp.cpu()
+    return Completions(done.sequences.cpu(), done.completion_ids.cpu(), done.completion_mask.cpu(), done.texts,
+                       done.prompt_length, logp)

@@ -107,6 +107,34 @@ def test_update_log_probs_are_those_sampled_from(released_model, monkeypatch):
         update, _ = sequence_logp(model, inputs, ids, done.completion_mask, temperature)  # [4, L]
     assert mask.sum() >= 8
     torch.testing.assert_close(update[mask], sampled[mask], atol=1e-4, rtol=0)
+    # The sampler's own record (SampledLogp) is the same distribution, without an [N, L, V] tensor.
+    torch.testing.assert_close(done.logp[mask], sampled[mask], atol=1e-6, rtol=0)
+    assert (done.logp[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("top_p", [0.6, 1.0])
+def test_sampler_log_probs_follow_top_p(released_model, monkeypatch, top_p):
+    """With nucleus sampling the recorded log-probs are those of the truncated, renormalised
+    distribution generate drew from, and every drawn token lies inside the nucleus."""
+    model, processor = released_model
+    batch = prompts(processor)
+    scores = []
+    generate = model.generate
+
+    def recording_generate(**kwargs):
+        out = generate(**kwargs, output_scores=True, return_dict_in_generate=True)
+        scores.append(torch.stack(out.scores, dim=1))  # [N, L, V]
+        return out.sequences
+
+    monkeypatch.setattr(model, "generate", recording_generate)
+    torch.manual_seed(1)
+    done = sample(model, processor, batch.inputs, num_samples=3, max_new_tokens=8, temperature=1.3, top_p=top_p)
+    mask = done.completion_mask.bool()
+    sampled = torch.log_softmax(scores[0].float(), dim=-1).gather(-1, done.completion_ids.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(done.logp[mask], sampled[mask], atol=1e-6, rtol=0)
+    assert torch.isfinite(done.logp[mask]).all()
+    finite = torch.isfinite(scores[0]).sum(dim=-1)[mask]  # [tokens] candidates per step (vision tokens are always banned)
+    assert bool((finite < finite.max()).any()) == (top_p < 1.0)  # top-p cut the tail somewhere
 
 
 def test_min_new_tokens_holds_off_eos(released_model):

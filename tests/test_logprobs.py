@@ -45,6 +45,33 @@ def test_chosen_logp_values_entropy_and_gradients_match_the_full_softmax(chunk, 
         assert torch.allclose(got, want, atol=ATOL)
 
 
+def test_banned_tokens_leave_the_softmax_as_generation_suppresses_them():
+    """Sampling never draws a vision placeholder; the update's distribution leaves them out too,
+    with the same values and gradients as a full softmax over logits with -inf there."""
+    torch.manual_seed(1)
+    M, H, V = 30, 8, 97
+    head = torch.nn.Linear(H, V)
+    hidden = torch.randn(M, H, requires_grad=True)
+    banned = torch.tensor([3, 50, 96])
+    ids = torch.randint(0, 3, (M,))  # never a banned id
+    logp, entropy = chosen_logp(hidden, head, ids, 0.7, chunk=8, with_entropy=True, banned=banned)
+    logp.sum().backward()
+    ours = hidden.grad.clone()
+    hidden.grad = None
+    logits = (head(hidden) / 0.7).index_fill(-1, banned, float("-inf"))  # [M, V]
+    full = torch.log_softmax(logits, dim=-1)
+    ref = full.gather(-1, ids[:, None]).squeeze(-1)
+    ref.sum().backward()
+    torch.testing.assert_close(logp, ref, atol=ATOL, rtol=0)
+    torch.testing.assert_close(hidden.grad, ours, atol=ATOL, rtol=0)
+    probs = full.exp()
+    ref_entropy = -(probs * full.nan_to_num(neginf=0.0)).sum(-1)
+    assert torch.isfinite(entropy).all()
+    torch.testing.assert_close(entropy, ref_entropy.detach(), atol=ATOL, rtol=0)
+    unbanned, _ = chosen_logp(hidden, head, ids, 0.7, chunk=8)
+    assert (logp > unbanned).all()  # the banned mass went to the rest
+
+
 def test_chosen_logp_keeps_no_full_vocabulary_tensor_for_the_backward():
     """Tensors saved for the backward are only the chunk inputs, never a [*, V] tensor."""
     torch.manual_seed(0)

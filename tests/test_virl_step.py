@@ -112,8 +112,9 @@ def test_the_rollout_batch_stays_in_host_memory(module):
     assert module.transfer_batch_to_device(torch.zeros(2), torch.device("meta"), 0).device.type == "meta"  # anything else moves
 
 
-def update_gradients(module, rollout, micro_batch_size: int, agg: str) -> list[torch.Tensor]:
-    """The gradient the update's first optimizer step sees, with the optimizer stubbed out."""
+def update_gradients(module, rollout, micro_batch_size: int, agg: str, stats: dict | None = None) -> list[torch.Tensor]:
+    """The gradient the update's first optimizer step sees, with the optimizer stubbed out
+    (the update's returned statistics go into `stats`)."""
     grads = []
 
     class Optimizer:
@@ -131,7 +132,7 @@ def update_gradients(module, rollout, micro_batch_size: int, agg: str) -> list[t
     rows = list(range(rollout.num_rows))
     advantages = torch.linspace(-1.0, 1.0, len(rows))  # [N], distinct per row
     try:
-        module.update(rollout, rows, advantages, None)
+        (stats if stats is not None else {}).update(module.update(rollout, rows, advantages, None))
     finally:
         for name in ("optimizers", "lr_schedulers", "manual_backward"):
             del module.__dict__[name]
@@ -173,3 +174,50 @@ def test_validation_logs_on_the_modules_device(module, monkeypatch):
     synced = {name: value for name, (value, kw) in logged.items() if kw.get("sync_dist")}
     assert set(synced) == {"val/reward", "val/format", "val/render"}
     assert all(value.device.type == "meta" for value in synced.values())
+
+
+def test_the_hf_sampler_log_probs_match_the_update(module):
+    """generate records the log-prob of each token it drew; the update's old log-probs of the
+    same tokens agree in fp32, so the rollout/ gap is ~0 and every weight is ~1."""
+    batch = RLCollator(module.processor)(examples(3))
+    with_sampler(module, prompts_per_generation=2, temperature=0.7)
+    module.temperature = 0.7
+    try:
+        torch.manual_seed(5)
+        rollout = module.sample(batch)
+        module.score(rollout, wait=True)
+        assert rollout.sampler_logp.shape == rollout.completion_ids.shape
+        stats = {}
+        update_gradients(module, rollout, 2, "token-mean", stats)
+    finally:
+        module.temperature = 1.0
+    assert stats["logp_gap_mean"] <= 1e-4 and stats["logp_gap_max"] <= 1e-3
+    assert abs(stats["is_weight_mean"] - 1.0) <= 1e-3 and stats["is_clipped_frac"] == 0.0
+
+
+def test_importance_weights_scale_the_gradient_and_at_one_leave_it_exactly(module):
+    batch = RLCollator(module.processor)(examples(2))
+    with_sampler(module, prompts_per_generation=None)
+    torch.manual_seed(11)
+    rollout = module.sample(batch)
+    module.score(rollout, wait=True)
+    module.micro_batch_size = 2
+    old = module.policy_logp(rollout)  # [N, L] what the update's first pass computes, micro-batch for micro-batch
+    plain = update_gradients(module, rollout, 2, "token-mean")
+    module.importance_correction = True
+    try:
+        runs = {}
+        for shift in (0.0, 0.5, 2.0):  # sampler log-probs below the trainer's by `shift`: weight exp(shift), capped at 3
+            rollout.sampler_logp = old - shift
+            stats = {}
+            runs[shift] = (update_gradients(module, rollout, 2, "token-mean", stats), stats)
+    finally:
+        module.importance_correction = False
+    for a, b in zip(plain, runs[0.0][0]):
+        assert torch.equal(a, b)  # weight 1: today's gradient, bit for bit
+    for shift, factor, clipped in ((0.5, torch.tensor(0.5).exp().item(), 0.0), (2.0, 3.0, 1.0)):
+        grads, stats = runs[shift]
+        assert stats["is_clipped_frac"] == clipped and stats["logp_gap_mean"] == pytest.approx(shift, abs=1e-5)
+        assert stats["is_weight_mean"] == pytest.approx(factor, rel=1e-5)
+        for a, b in zip(plain, grads):
+            torch.testing.assert_close(b, a * factor, atol=1e-7, rtol=1e-4)

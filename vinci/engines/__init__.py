@@ -1,0 +1,1 @@
+"""Rollout engines other than `generate`: vLLM, run as a worker process in its own environment."""

@@ -1,0 +1,174 @@
+"""Sampling a chunk of prompts with the vLLM worker, in the shape `generate` gives (Completions).
+
+    prompt ids [B, P] (left-padded) -> each row unpadded, image placeholder runs collapsed to one
+        -> worker: vLLM expands them again and samples G answers per prompt
+        -> the prompt ids vLLM saw must equal vinci's (else an error naming the row)
+        -> completion ids / mask / sampler log-probs [N, L], texts [N]
+
+Before each chunk the worker gets the current policy: after every optimizer step (the
+module's `policy_version` changes) rank 0's LoRA matrices go to a fresh folder, the last two
+kept, and the worker loads it as a new `LoRARequest`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from vinci.engines import policy
+from vinci.engines.vllm_client import VLLMEngine, VLLMSettings
+from vinci.generation import Completions, eos_token_ids
+from vinci.inputs import multimodal_token_ids
+
+KEEP_POLICIES = 2  # adapter folders kept on disk: the one in use and the one before
+
+
+def collapse_runs(ids: list[int], token: Optional[int]) -> list[int]:
+    """Each run of `token` (an expanded image placeholder) as one token, as a chat template writes it."""
+    if token is None:
+        return ids
+    return [t for i, t in enumerate(ids) if not (t == token and i > 0 and ids[i - 1] == token)]
+
+
+class VLLMRollouts:
+    def __init__(self, settings: VLLMSettings, work_dir: str | Path):
+        self.settings = settings
+        self.work_dir = Path(work_dir)
+        self.engine: Optional[VLLMEngine] = None
+        self.version: Optional[int] = None  # the policy version the worker holds
+        self.lora: Optional[dict] = None  # the LoRARequest fields of that policy
+        self.folders: list[Path] = []
+
+    @classmethod
+    def for_module(cls, settings: VLLMSettings, module) -> "VLLMRollouts":
+        """A started worker for `module` (after configure_model), on its device, working in
+        settings.work_dir or <trainer.default_root_dir>/vllm/rank<r>."""
+        trainer = getattr(module, "_trainer", None)
+        root = settings.work_dir or (os.path.join(trainer.default_root_dir, "vllm") if trainer else tempfile.mkdtemp(prefix="vinci-vllm-"))
+        rollouts = cls(settings, os.path.join(root, f"rank{trainer.global_rank if trainer else 0}"))
+        rollouts.start(module, module.device.index if module.device.type == "cuda" else None)
+        return rollouts
+
+    def start(self, module, device_index: Optional[int] = None) -> None:
+        """Build the rollout base and start the worker on this rank's device."""
+        model = module.model
+        config = model.peft_config.get("default") if hasattr(model, "peft_config") else None
+        if config is not None:
+            refused = policy.refusals(config)
+            if refused:
+                raise ValueError(f"sampler.engine vllm cannot apply this adapter's {', '.join(refused)}: "
+                                 "use sampler.engine: hf, or train a plain LoRA")
+        backbone = module.backbone
+        base = policy.rollout_base(model, backbone.model, self.work_dir / "rollout_base") if config else policy.base_folder(backbone.model)
+        quant = backbone.quantization
+        dtype = "float32" if backbone.dtype == "auto" and device_index is None else backbone.dtype
+        worker = dict(
+            model=str(base),
+            dtype="bfloat16" if dtype == "auto" else dtype,
+            seed=int(torch.initial_seed() % (2**31)),
+            max_model_len=self.settings.max_model_len,
+            kv_cache_bytes=int(self.settings.kv_cache_gb * 2**30) if device_index is not None else None,
+            lora_rank=int(config.r) if config else None,
+            tower_lora=policy.has_vision_lora(model) if config else False,
+            quantization="bitsandbytes" if quant.load_in_4bit else None,
+            sleep=self.settings.sleep and device_index is not None,
+            gpu_memory_utilization=self.settings.gpu_memory_utilization,
+            enforce_eager=self.settings.enforce_eager,
+        )
+        if quant.load_in_4bit and quant.quant_type != "nf4":
+            raise ValueError("sampler.engine vllm samples a QLoRA run from an NF4 base; this run's base is "
+                             f"{quant.quant_type}: set model.init_args.backbone.quantization.quant_type: nf4")
+        self.engine = VLLMEngine(self.settings, worker, self.work_dir / "worker.log", device_index).start()
+        self.asleep = False
+        if worker["sleep"]:
+            self.sleep()
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    @property
+    def start_seconds(self) -> float:
+        return self.engine.start_seconds if self.engine else 0.0
+
+    def sleep(self) -> None:
+        """GPU: give the card back to the trainer (weights to host memory, KV cache freed)."""
+        if self.engine is not None and self.engine.worker_settings.get("sleep") and not self.asleep:
+            self.engine.sleep()
+            self.asleep = True
+
+    def sync(self, module) -> None:
+        """Hand the worker the current policy if an optimizer step changed it."""
+        if not hasattr(module.model, "peft_config"):
+            return
+        version = module.policy_version
+        if version == self.version:
+            return
+        folder = self.work_dir / "policy" / f"v{version}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        policy.write_policy(module.model, folder)
+        self.folders.append(folder)
+        while len(self.folders) > KEEP_POLICIES:
+            shutil.rmtree(self.folders.pop(0), ignore_errors=True)
+        self.lora = {"name": f"policy-v{version}", "id": version + 1, "path": str(folder.resolve())}
+        self.version = version
+
+    @torch.no_grad()
+    def sample(self, module, chunk, num_samples: int, max_new_tokens: int, min_new_tokens: int,
+               do_sample: bool, temperature: float, top_p: float) -> Completions:
+        """G answers per prompt of `chunk` (rows prompt-major), on the host, with the sampler's log-probs."""
+        if self.engine is None:
+            raise RuntimeError("the vLLM worker is not started (RolloutSampler.setup starts it)")
+        self.sync(module)
+        if self.asleep:  # GPU: the weights come back, the KV cache is allocated again
+            self.engine.wake_up()
+            self.asleep = False
+        tokenizer = module.processor.tokenizer
+        ids, attention = chunk.inputs["input_ids"].cpu(), chunk.inputs["attention_mask"].cpu()  # [B, P]
+        prompts = [row[keep.bool()].tolist() for row, keep in zip(ids, attention)]
+        image_token = getattr(module.model.config, "image_token_id", None)
+        seeds = [int(torch.randint(0, 2**31 - 1, ())) if do_sample else None for _ in prompts]
+        eos = sorted(eos_token_ids(module.model, module.processor))
+        params = dict(
+            n=num_samples, max_tokens=max_new_tokens, min_tokens=min_new_tokens, stop_token_ids=eos,
+            temperature=temperature if do_sample else 0.0, top_p=top_p if do_sample else 1.0, top_k=0,
+            banned_token_ids=multimodal_token_ids(module.model, tokenizer),
+        )
+        results = self.engine.generate([collapse_runs(p, image_token) for p in prompts], [[image] for image in chunk.images],
+                                       seeds, params, self.lora)
+        for row, (mine, result) in enumerate(zip(prompts, results)):
+            if result["prompt_token_ids"] != mine:
+                where = chunk.sources[row] if chunk.sources else f"row {row}"
+                raise ValueError(f"vLLM expanded the prompt of {where} to other token ids than vinci's processor "
+                                 f"({len(result['prompt_token_ids'])} tokens against {len(mine)}): the two environments "
+                                 "process this image differently, so the update would score other inputs than sampled")
+        samples = [s for result in results for s in result["samples"]]  # [N] prompt-major
+        return completions(samples, ids, tokenizer, set(eos))
+
+
+def completions(samples: list[dict], prompt_ids: torch.Tensor, tokenizer, eos: set[int]) -> Completions:
+    """The worker's samples as Completions: ids [N, L] (pad after the end), mask [N, L] (1 up to
+    and including EOS), sampler log-probs [N, L] (0 outside the mask)."""
+    length = max([len(s["token_ids"]) for s in samples] + [1])
+    n = len(samples)
+    ids = torch.full((n, length), tokenizer.pad_token_id, dtype=torch.long)  # [N, L]
+    mask = torch.zeros(n, length, dtype=torch.long)  # [N, L]
+    logp = torch.zeros(n, length, dtype=torch.float32)  # [N, L]
+    for i, s in enumerate(samples):
+        tokens = s["token_ids"]
+        end = next((k + 1 for k, t in enumerate(tokens) if t in eos), len(tokens))  # up to and including EOS
+        ids[i, :end] = torch.tensor(tokens[:end], dtype=torch.long)
+        mask[i, :end] = 1
+        if s["logprobs"]:
+            logp[i, :end] = torch.tensor(s["logprobs"][:end], dtype=torch.float32)
+    group = n // max(1, len(prompt_ids))
+    sequences = torch.cat([prompt_ids.repeat_interleave(group, dim=0), ids], dim=1)  # [N, P + L]
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return Completions(sequences, ids, mask, texts, prompt_ids.shape[1], logp)
