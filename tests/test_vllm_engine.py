@@ -139,3 +139,22 @@ def test_a_killed_worker_gives_an_error_naming_its_log_and_a_new_one_starts(modu
     vllm.close()
     again = vllm.answer(module, chunk)  # the next rollout starts a new worker
     assert len(again.texts) == 4
+
+
+def test_evaluation_answers_with_the_same_engine(tiny_model, tmp_path):
+    """`vinci test/predict --model.engine vllm`: EvalModule's greedy answers come from the
+    worker and equal `generate`'s."""
+    require_vllm()
+    from vinci.backbone import Backbone
+    from vinci.eval.module import EvalModule
+
+    evaluate = EvalModule(Backbone(model=str(tiny_model), dtype="float32"), max_new_tokens=12, engine="vllm", vllm=settings(tmp_path))
+    evaluate.configure_model()
+    batch = RLCollator(evaluate.processor)(examples(3))
+    try:
+        answers = evaluate.answer(batch)
+    finally:
+        evaluate.teardown("test")
+    assert evaluate.rollouts is None  # the worker is stopped with the run
+    evaluate.engine = "hf"
+    assert answers == evaluate.answer(batch) and len(answers) == 3

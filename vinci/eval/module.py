@@ -21,12 +21,13 @@ Design2Code's low-level scores compare the blocks of both pages.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
 from vinci.backbone import Backbone
 from vinci.data.collate import RLBatch
+from vinci.engines.vllm_client import VLLMSettings
 from vinci.eval.metrics import DomainScores
 from vinci.eval.records import Prediction, safe_id
 from vinci.eval.scoring import reference_program, score_samples
@@ -55,6 +56,8 @@ class EvalModule(BackboneModule):
         format_weight: float = 0.1,
         seed: int = 0,
         oracle: bool = False,
+        engine: Literal["hf", "vllm"] = "hf",
+        vllm: Optional[VLLMSettings] = None,
     ):
         """
         Args:
@@ -74,6 +77,9 @@ class EvalModule(BackboneModule):
             seed: sampling seed (do_sample only).
             oracle: answer every prompt with its reference program instead of the model: the
                 best each score can be on this benchmark with these render settings.
+            engine: what answers: "hf" (`generate`) or "vllm" (a vLLM worker in its own environment,
+                faster on long answers; see vinci.engines).
+            vllm: the vLLM worker's settings.
         """
         super().__init__(backbone, optimizer=torch.optim.AdamW)
         self.save_hyperparameters()
@@ -86,6 +92,12 @@ class EvalModule(BackboneModule):
         self.visual = PatchSimilarity(encoder=encoder, tile_size=tile_size, max_tiles=max_tiles, global_weight=global_weight)
         self.seed = seed
         self.oracle = oracle
+        if engine not in ("hf", "vllm"):
+            raise ValueError(f"engine must be hf or vllm, got {engine!r}")
+        self.engine = engine
+        self.vllm = vllm or VLLMSettings()
+        self.rollouts = None  # the vLLM worker, started at the first batch
+        self.policy_version = 0  # the adapter never changes here: the worker loads it once
         self.scores = DomainScores()
         self.pool = None
         self.reference_traces: dict[str, Optional[dict]] = {}  # reference program -> its call trace (None: it failed)
@@ -127,6 +139,9 @@ class EvalModule(BackboneModule):
 
     def teardown(self, stage: str) -> None:
         self._stop_pool()
+        if self.rollouts is not None:
+            self.rollouts.close()
+            self.rollouts = None
 
     # -- the shared step ----------------------------------------------------------------------
     def _reference_traces(self, batch: RLBatch, ids: list[str]) -> list[Optional[dict]]:
@@ -174,6 +189,13 @@ class EvalModule(BackboneModule):
             if missing:
                 raise ValueError(f"oracle mode needs reference programs; {batch.sources[missing[0]] if batch.sources else missing[0]} has none")
             return list(batch.answers)
+        if self.engine == "vllm":
+            from vinci.engines.vllm_sampling import VLLMRollouts
+
+            if self.rollouts is None:
+                self.rollouts = VLLMRollouts.for_module(self.vllm, self)
+            g = self.generation
+            return self.rollouts.sample(self, batch, 1, g["max_new_tokens"], 0, g["do_sample"], g["temperature"], g["top_p"]).texts
         return sample(self.model, self.processor, batch.inputs, num_samples=1, **self.generation).texts
 
     def _evaluate(self, batch: RLBatch, batch_idx: int):
