@@ -232,3 +232,29 @@ def test_16_mixed_clips_and_logs_the_unscaled_gradient_norm(tmp_path, tiny_model
             assert type(cli.trainer.precision_plugin).__name__ == "MixedPrecision" and cli.trainer.precision_plugin.scaler
         norms[name] = float(cli.trainer.callback_metrics["train/grad_norm"])
     assert norms["32"] > 0 and 0.1 < norms["16"] / norms["32"] < 10, norms
+
+
+def test_virl_with_the_vllm_engine_logs_the_sampler_gap_validates_and_resumes(tmp_path, tiny_model, tiny_corpus, sft_adapter):
+    """`--sampler.engine vllm`: the worker samples from the SFT adapter's embedding baked into a
+    rollout base plus the policy's LoRA (vision tower included), handed over after every step.
+    A run stopped after step 1 resumes from last.ckpt with a new worker and ends at step 3."""
+    from tests.test_vllm_engine import PYTHON, require_vllm
+
+    require_vllm()
+    vllm = ["--sampler.engine=vllm", f"--sampler.vllm.python={PYTHON}", "--sampler.vllm.kv_cache_gb=1",
+            f"--data.val={tiny_corpus / 'rl_val.jsonl'}", "--trainer.limit_val_batches=1", "--trainer.val_check_interval=1",
+            "--trainer.check_val_every_n_epoch=null"]
+    interrupt = {"class_path": "tests.test_sft.Interrupt", "init_args": {"at_step": 2}}
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", str(virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter, 3, extra_callbacks=[interrupt])), *vllm])
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 1
+    cli = cli_main(["fit", "--config", str(virl_config(tmp_path, tiny_model, tiny_corpus, sft_adapter, 3)), "--ckpt_path", "last", *vllm])
+    assert cli.trainer.global_step == 3
+    runs = sorted((tmp_path / "run" / "virl").glob("version_*"))  # the stopped run's and the resumed run's
+    gaps = [value for run in runs for value in _scalars(run, "rollout/logp_gap_mean")]
+    assert len(gaps) == 3 and max(gaps) <= 1e-3, gaps
+    for name in ("logp_gap_max", "is_weight_mean", "is_clipped_frac"):
+        assert sum(len(_scalars(run, f"rollout/{name}")) for run in runs) == 3
+    assert sum(len(_scalars(run, "val/reward")) for run in runs) == 3  # greedy validation, answered by the worker
+    worker = tmp_path / "run" / "vllm" / "rank0"
+    assert (worker / "worker.log").is_file() and (worker / "rollout_base" / "config.json").is_file()
