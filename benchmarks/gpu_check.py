@@ -65,7 +65,13 @@ DINOV2 = "vit_large_patch14_dinov2.lvd142m"
 TINY_ENCODER = "test_vit.r160_in1k"  # timm's test ViT: the same TimmEncoder path in seconds
 # rollout engine -> (python, extra vinci arguments) for the ViRL phase. vLLM's entry goes here once
 # vinci has the engine (its own interpreter, .venv-vllm/bin/python); `engines` says why it is absent.
-ENGINE_RUN = {"transformers": (sys.executable, [])}
+ENGINE_RUN = {  # rollout engine -> (interpreter, extra ViRL arguments)
+    "transformers": (sys.executable, []),
+    # one card: the worker's KV cache is set in bytes and it sleeps (weights to host memory)
+    # while the trainer scores and updates; QLoRA recipes sample from the same NF4 base
+    "vllm": (sys.executable, ["--sampler.engine=vllm", "--sampler.vllm.kv_cache_gb=4",
+                              "--model.init_args.importance_correction=true"]),
+}
 
 
 @dataclass(frozen=True)
@@ -200,11 +206,16 @@ def phase_args(phase: str, model: str, model_dir: Path, paths: dict, out: Path, 
     return ["test" if phase == "test" else "fit", "--config", str(config)]
 
 
-def engines(root: Path = ROOT) -> dict[str, Optional[str]]:
+def engines(root: Path = ROOT, tiny: bool = False) -> dict[str, Optional[str]]:
     """Rollout engine -> None (it runs) or why it does not."""
     vllm = root / ".venv-vllm" / "bin" / "python"
-    return {"transformers": None,
-            "vllm": "not set up (no .venv-vllm)" if not vllm.is_file() else "not built in vinci yet (.venv-vllm found)"}
+    if not vllm.is_file():
+        why = "not set up (no .venv-vllm: make vllm-env)"
+    elif tiny:  # the vLLM engine on the CPU is tested in tests/test_vllm_engine.py and tests/test_virl.py
+        why = "GPU only here: vLLM quantises the QLoRA recipes' NF4 base with bitsandbytes on CUDA"
+    else:
+        why = None
+    return {"transformers": None, "vllm": why}
 
 
 def check_model(model: str, phases: list[str], out: Path, cache: Path, settings: Settings, log=print) -> list[dict]:
@@ -218,7 +229,7 @@ def check_model(model: str, phases: list[str], out: Path, cache: Path, settings:
             rows.append({"model": model, "phase": phase, "error": "no adapter: run sft or virl first"})
             continue
         for engine, (python, extra) in (ENGINE_RUN.items() if phase == "virl" else [("", (sys.executable, []))]):
-            if engine and engines()[engine]:
+            if engine and engines(tiny=settings.tiny)[engine]:
                 continue  # not runnable here: said in the notes
             log(f"{model}: {phase} {engine}".rstrip())
             tag = "" if engine in ("", "transformers") else f"-{engine}"
@@ -280,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     fill_hub_cache(cache, settings.encoder)
     phases = [p for p in PHASES if p in args.phases]
     rows = [row for model in args.models for row in check_model(model, phases, out, cache, settings)]
-    notes = [f"engine {name}: {why}" for name, why in engines().items() if why]
+    notes = [f"engine {name}: {why}" for name, why in engines(tiny=args.tiny).items() if why]
     notes.append("card GiB = peak reserved + context (used - reserved after the phase), benchmarks/memory_budget.py; "
                  + ", ".join(f"{card} GB = {size / GiB:.2f} GiB" for card, size in CARDS.items()))
     print_table(rows, notes)

@@ -36,7 +36,7 @@ class VLLMSettings:
     kv_cache_gb: float = 2.0  # KV cache in GiB, in bytes not a share of the card, so the trainer's memory is known
     sleep: bool = True  # GPU: free the KV cache and park the weights in host memory between rollouts
     max_model_len: Optional[int] = None  # prompt + answer tokens; None = the model's own limit
-    gpu_memory_utilization: Optional[float] = None  # GPU: cap on the worker's share of the card (None: vLLM's)
+    gpu_memory_utilization: Optional[float] = None  # GPU: the share of the card vLLM checks is free (None: what is free at start)
     start_timeout: float = 900.0  # seconds for the engine to load
     call_timeout: float = 3600.0  # seconds for one rollout chunk
     enforce_eager: bool = False  # GPU: no CUDA graphs (slower decode, faster start, less memory)

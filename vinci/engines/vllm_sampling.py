@@ -28,6 +28,16 @@ from vinci.inputs import multimodal_token_ids
 KEEP_POLICIES = 2  # adapter folders kept on disk: the one in use and the one before
 
 
+def free_share(device_index: Optional[int]) -> Optional[float]:
+    """On a card the trainer already holds, vLLM refuses to start unless the share of the card it
+    may use (gpu_memory_utilization, default 0.9) is free; its KV cache is set in bytes instead,
+    so the share is only that check's bound: what is free now, less a 256 MiB margin."""
+    if device_index is None:
+        return None
+    free, total = torch.cuda.mem_get_info(device_index)
+    return max(0.05, round((free - 2**28) / total, 3))
+
+
 def collapse_runs(ids: list[int], token: Optional[int]) -> list[int]:
     """Each run of `token` (an expanded image placeholder) as one token, as a chat template writes it."""
     if token is None:
@@ -77,7 +87,7 @@ class VLLMRollouts:
             tower_lora=policy.has_vision_lora(model) if config else False,
             quantization="bitsandbytes" if quant.load_in_4bit else None,
             sleep=self.settings.sleep and device_index is not None,
-            gpu_memory_utilization=self.settings.gpu_memory_utilization,
+            gpu_memory_utilization=self.settings.gpu_memory_utilization or free_share(device_index),
             enforce_eager=self.settings.enforce_eager,
         )
         if quant.load_in_4bit and quant.quant_type != "nf4":
