@@ -65,7 +65,7 @@ def test_update_log_probs_equal_the_samplers_with_left_padding(tiny_model):
     rollout = Rollout(batch=batch, group_size=2, completion_ids=done.completion_ids, completion_mask=done.completion_mask)
     rows = list(range(4))
     with torch.no_grad():
-        logp, _ = ViRLModule.completion_logp(SimpleNamespace(model=net, temperature=1.0, head_chunk=DEFAULT_CHUNK, device=torch.device("cpu")), rollout, rows)  # [4, L]
+        logp, _ = ViRLModule.completion_logp(SimpleNamespace(model=net, temperature=1.0, head_chunk=DEFAULT_CHUNK, device=torch.device("cpu"), banned_tokens=[]), rollout, rows)  # [4, L]
 
         sizes = batch.inputs["image_grid_thw"].prod(dim=1).tolist()  # patches per image
         for n in rows:  # decode row n again token by token, from its unpadded prompt

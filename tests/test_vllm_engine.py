@@ -15,11 +15,10 @@ import torch
 
 from callbacks.rollout import RolloutSampler
 from tests.conftest import ROOT, in_ci
-from tests.test_virl_step import examples
+from tests.test_virl_step import driven, examples
 from vinci.backbone import Lora
 from vinci.data.collate import RLCollator
 from vinci.engines.vllm_client import VLLMSettings, WorkerError
-from vinci.engines.vllm_sampling import collapse_runs
 from vinci.rollout import Rollout, prompt_chunk
 
 PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -40,26 +39,15 @@ def settings(tmp_path) -> VLLMSettings:
 @pytest.fixture(scope="module")
 def module_with_vision_lora(tiny_model, tmp_path_factory):
     require_vllm()
-    from vinci.backbone import Backbone
-    from vinci.virl import ViRLModule
-    from callbacks.pipeline import Pipeline
-    from callbacks.render import RenderRollouts
-    from callbacks.reward_logger import RewardLogger
-
     torch.manual_seed(0)
     sampler = RolloutSampler(num_samples=3, max_new_tokens=16, temperature=0.8, engine="vllm",
                              vllm=settings(tmp_path_factory.mktemp("vllm")))
-    module = ViRLModule(Backbone(model=str(tiny_model), dtype="float32", lora=Lora(r=8, alpha=16, dropout=0.0, vision="lora")),
-                        micro_batch_size=4, temperature=0.8, reuse_vision=False)
-    module.configure_model()
-    render = RenderRollouts(workers=1, timeout=10.0)
-    render.setup(None, module, "fit")
-    module.pipeline = Pipeline(sampler, render, RewardLogger())
-    try:
-        yield module
-    finally:
-        sampler.close()
-        render.teardown(None, module, "fit")
+    lora = Lora(r=8, alpha=16, dropout=0.0, vision="lora")
+    with driven(tiny_model, sampler, lora, micro_batch_size=4, temperature=0.8, reuse_vision=False) as module:
+        try:
+            yield module
+        finally:
+            sampler.close()
 
 
 def set_lora(module, language: float, vision: float, seed: int) -> None:
@@ -77,10 +65,6 @@ def set_lora(module, language: float, vision: float, seed: int) -> None:
 def hf_sampler(module) -> RolloutSampler:
     vllm = module.pipeline.sampler
     return RolloutSampler(num_samples=vllm.num_samples, max_new_tokens=vllm.max_new_tokens, temperature=vllm.temperature)
-
-
-def test_the_worker_sees_vincis_prompt_ids():
-    assert collapse_runs([1, 3, 5, 5, 5, 4, 5, 5, 9], 5) == [1, 3, 5, 4, 5, 9]
 
 
 @pytest.mark.parametrize("policy", ["base", "language lora", "vision lora"])
@@ -158,3 +142,50 @@ def test_evaluation_answers_with_the_same_engine(tiny_model, tmp_path):
     assert evaluate.rollouts is None  # the worker is stopped with the run
     evaluate.engine = "hf"
     assert answers == evaluate.answer(batch) and len(answers) == 3
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "idefics3"])
+def test_other_families_get_vincis_prompt_ids_and_greedy_answers(family, family_models, tmp_path):
+    """The worker's prompt ids equal vinci's (VLLMRollouts checks every row; it raises naming the
+    row otherwise) and its greedy answers equal `generate`'s, with a LoRA on the language model.
+    qwen2_vl, the embedded default, is tested above."""
+    require_vllm()
+    from vinci.backbone import Backbone
+    from vinci.virl import ViRLModule
+    from callbacks.pipeline import Pipeline
+
+    module = ViRLModule(Backbone(model=str(family_models(family)), dtype="float32", lora=Lora(r=8, alpha=16, dropout=0.0)),
+                        reuse_vision=False)
+    module.configure_model()
+    sampler = RolloutSampler(num_samples=2, max_new_tokens=10, engine="vllm", vllm=settings(tmp_path))
+    module.pipeline = Pipeline(sampler, None, None)
+    set_lora(module, 0.05, 0.0, seed=5)
+    chunk = prompt_chunk(RLCollator(module.processor)(examples(3)), 0, 3)
+    try:
+        answers = sampler.answer(module, chunk)
+    finally:
+        sampler.close()
+    assert answers.texts == hf_sampler(module).answer(module, chunk).texts
+
+
+def test_prompt_ids_that_differ_from_vincis_stop_the_step_naming_the_row(tiny_model, tmp_path):
+    """Were vLLM's processor to build other prompt ids (another image size, another template),
+    the update would score inputs the sampler never saw: the rollout stops instead."""
+    from types import SimpleNamespace
+
+    from vinci.backbone import Backbone
+    from vinci.engines.vllm_sampling import VLLMRollouts
+    from vinci.virl import ViRLModule
+
+    module = ViRLModule(Backbone(model=str(tiny_model), dtype="float32"), reuse_vision=False)
+    module.configure_model()
+    chunk = prompt_chunk(RLCollator(module.processor)(examples(2)), 0, 2)
+    ids = [row[keep.bool()].tolist() for row, keep in zip(chunk.inputs["input_ids"], chunk.inputs["attention_mask"])]
+    sample = {"token_ids": [7, 8], "logprobs": [-1.0, -2.0], "finish_reason": "length"}
+    results = [{"prompt_token_ids": ids[0], "samples": [sample]},
+               {"prompt_token_ids": ids[1][:5] + [5, 5, 5] + ids[1][5:], "samples": [sample]}]  # three extra image pads
+    rollouts = VLLMRollouts(settings(tmp_path), tmp_path)
+    rollouts.engine = SimpleNamespace(generate=lambda *args: results)  # a worker that answers, with other prompt ids
+    rollouts.asleep = False
+    with pytest.raises(ValueError, match=r"t:1 than vinci's processor \(\d+ tokens against \d+\).*sampler.engine: hf"):
+        rollouts.sample(module, chunk, 1, 2, 0, True, 1.0, 1.0)

@@ -167,12 +167,13 @@ class VLLMEngine:
         code = None if self.process is None else self.process.poll()
         return "" if code is None else f" (exit code {code})"
 
-    def generate(self, prompts: list[list[int]], images: list[list], seeds: list[Optional[int]], params: dict,
+    def generate(self, prompts: list, images: list[list], seeds: list[Optional[int]], params: dict,
                  lora: Optional[dict]) -> list[dict]:
-        """One request per prompt (its token ids, its PIL images, its seed); `params` are the
-        SamplingParams fields shared by all. Returns the worker's results, in prompt order."""
-        requests = [{"prompt_token_ids": [int(t) for t in ids], "images": [png(image) for image in imgs], "seed": seed}
-                    for ids, imgs, seed in zip(prompts, images, seeds)]
+        """One request per prompt (its templated text, or its token ids; its PIL images; its seed);
+        `params` are the SamplingParams fields shared by all. Returns the worker's results, in prompt order."""
+        requests = [{("prompt" if isinstance(prompt, str) else "prompt_token_ids"): prompt if isinstance(prompt, str) else [int(t) for t in prompt],
+                     "images": [png(image) for image in imgs], "seed": seed}
+                    for prompt, imgs, seed in zip(prompts, images, seeds)]
         return self.call("generate", requests=requests, params=params, lora=lora)
 
     def sleep(self) -> None:

@@ -1,8 +1,8 @@
 """Sampling a chunk of prompts with the vLLM worker, in the shape `generate` gives (Completions).
 
-    prompt ids [B, P] (left-padded) -> each row unpadded, image placeholder runs collapsed to one
-        -> worker: vLLM expands them again and samples G answers per prompt
-        -> the prompt ids vLLM saw must equal vinci's (else an error naming the row)
+    prompts [B] templated as the collator did (chat template, one image placeholder) + images
+        -> worker: vLLM tokenises them, expands the image placeholders, samples G answers per prompt
+        -> the prompt ids vLLM built must equal vinci's [B, P] (unpadded; else an error naming the row)
         -> completion ids / mask / sampler log-probs [N, L], texts [N]
 
 Before each chunk the worker gets the current policy: after every optimizer step (the
@@ -22,6 +22,7 @@ import torch
 
 from vinci.engines import policy
 from vinci.engines.vllm_client import VLLMEngine, VLLMSettings
+from vinci.data.collate import prompt_text
 from vinci.generation import Completions, eos_token_ids
 from vinci.inputs import multimodal_token_ids
 
@@ -36,13 +37,6 @@ def free_share(device_index: Optional[int]) -> Optional[float]:
         return None
     free, total = torch.cuda.mem_get_info(device_index)
     return max(0.05, round((free - 2**28) / total, 3))
-
-
-def collapse_runs(ids: list[int], token: Optional[int]) -> list[int]:
-    """Each run of `token` (an expanded image placeholder) as one token, as a chat template writes it."""
-    if token is None:
-        return ids
-    return [t for i, t in enumerate(ids) if not (t == token and i > 0 and ids[i - 1] == token)]
 
 
 class VLLMRollouts:
@@ -143,7 +137,6 @@ class VLLMRollouts:
         tokenizer = module.processor.tokenizer
         ids, attention = chunk.inputs["input_ids"].cpu(), chunk.inputs["attention_mask"].cpu()  # [B, P]
         prompts = [row[keep.bool()].tolist() for row, keep in zip(ids, attention)]
-        image_token = getattr(module.model.config, "image_token_id", None)
         seeds = [int(torch.randint(0, 2**31 - 1, ())) if do_sample else None for _ in prompts]
         eos = sorted(eos_token_ids(module.model, module.processor))
         params = dict(
@@ -151,14 +144,14 @@ class VLLMRollouts:
             temperature=temperature if do_sample else 0.0, top_p=top_p if do_sample else 1.0, top_k=0,
             banned_token_ids=multimodal_token_ids(module.model, tokenizer),
         )
-        results = self.engine.generate([collapse_runs(p, image_token) for p in prompts], [[image] for image in chunk.images],
-                                       seeds, params, self.lora)
+        texts = [prompt_text(module.processor, prompt) for prompt in chunk.prompts]  # as the collator templated them
+        results = self.engine.generate(texts, [[image] for image in chunk.images], seeds, params, self.lora)
         for row, (mine, result) in enumerate(zip(prompts, results)):
             if result["prompt_token_ids"] != mine:
                 where = chunk.sources[row] if chunk.sources else f"row {row}"
-                raise ValueError(f"vLLM expanded the prompt of {where} to other token ids than vinci's processor "
-                                 f"({len(result['prompt_token_ids'])} tokens against {len(mine)}): the two environments "
-                                 "process this image differently, so the update would score other inputs than sampled")
+                raise ValueError(f"vLLM built other prompt ids for {where} than vinci's processor "
+                                 f"({len(result['prompt_token_ids'])} tokens against {len(mine)}), so the update would score "
+                                 "other inputs than were sampled; sample this model with sampler.engine: hf")
         samples = [s for result in results for s in result["samples"]]  # [N] prompt-major
         return completions(samples, ids, tokenizer, set(eos))
 

@@ -8,8 +8,8 @@ random key. It imports nothing from vinci, only the standard library, Pillow and
     vinci -> worker   ("generate", {...}), ("sleep", {}), ("wake_up", {}), ("shutdown", {})
     worker -> vinci   ("ok", result) or ("error", traceback)
 
-Prompts arrive as vinci's own token ids (image placeholders expanded) plus PNG images; results
-go back as plain lists: the prompt ids vLLM saw, and per sample the token ids, each sampled
+Prompts arrive as templated text (or token ids) plus PNG images; results go back as plain
+lists: the prompt ids vLLM built, and per sample the token ids, each sampled
 token's log-prob after temperature and top-p (`logprobs_mode="processed_logprobs"`) and the
 finish reason. The model's own generation config is ignored (`generation_config="vllm"`): the
 sampling settings are exactly what vinci sends, as in vinci.generation.
@@ -57,7 +57,7 @@ def build(settings: dict):
 
 
 def generate(llm, requests: list[dict], params: dict, lora: dict | None) -> list[dict]:
-    """requests: [{prompt_token_ids, images: [png bytes], seed}]; params: SamplingParams fields
+    """requests: [{prompt or prompt_token_ids, images: [png bytes], seed}]; params: SamplingParams fields
     shared by every request; lora: {name, id, path} or None. One result per request."""
     from PIL import Image
     from vllm import SamplingParams
@@ -67,7 +67,7 @@ def generate(llm, requests: list[dict], params: dict, lora: dict | None) -> list
     prompts, sampling = [], []
     for request in requests:
         images = [Image.open(io.BytesIO(data)).convert("RGB") for data in request["images"]]
-        prompt = {"prompt_token_ids": request["prompt_token_ids"]}
+        prompt = {"prompt": request["prompt"]} if "prompt" in request else {"prompt_token_ids": request["prompt_token_ids"]}
         if images:
             prompt["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
         prompts.append(prompt)
