@@ -82,20 +82,26 @@ def test_greedy_sampling_is_argmax_decoding(released_model):
     assert done.completion_ids[0, : int(done.completion_mask[0].sum())].tolist() == expected
 
 
-def test_update_log_probs_are_those_sampled_from(released_model, monkeypatch):
-    """log_softmax of the scores generate drew each token from (after every logits processor)
-    equals what the update computes for that token (vinci.logprobs, as ViRLModule.completion_logp)."""
-    model, processor = released_model
-    batch = prompts(processor)
+def record_scores(model, monkeypatch) -> list[torch.Tensor]:
+    """Make `model.generate` also keep, per call, its processed scores [N, L, V]: what was sampled from."""
     scores = []
     generate = model.generate
 
     def recording_generate(**kwargs):
         out = generate(**kwargs, output_scores=True, return_dict_in_generate=True)
-        scores.append(torch.stack(out.scores, dim=1))  # [N, L, V] processed: what was sampled from
+        scores.append(torch.stack(out.scores, dim=1))  # [N, L, V]
         return out.sequences
 
     monkeypatch.setattr(model, "generate", recording_generate)
+    return scores
+
+
+def test_update_log_probs_are_those_sampled_from(released_model, monkeypatch):
+    """log_softmax of the scores generate drew each token from (after every logits processor)
+    equals what the update computes for that token (vinci.logprobs, as ViRLModule.completion_logp)."""
+    model, processor = released_model
+    batch = prompts(processor)
+    scores = record_scores(model, monkeypatch)
     temperature = 0.7
     torch.manual_seed(0)
     done = sample(model, processor, batch.inputs, num_samples=2, max_new_tokens=8, temperature=temperature)
@@ -118,15 +124,7 @@ def test_sampler_log_probs_follow_top_p(released_model, monkeypatch, top_p):
     distribution generate drew from, and every drawn token lies inside the nucleus."""
     model, processor = released_model
     batch = prompts(processor)
-    scores = []
-    generate = model.generate
-
-    def recording_generate(**kwargs):
-        out = generate(**kwargs, output_scores=True, return_dict_in_generate=True)
-        scores.append(torch.stack(out.scores, dim=1))  # [N, L, V]
-        return out.sequences
-
-    monkeypatch.setattr(model, "generate", recording_generate)
+    scores = record_scores(model, monkeypatch)
     torch.manual_seed(1)
     done = sample(model, processor, batch.inputs, num_samples=3, max_new_tokens=8, temperature=1.3, top_p=top_p)
     mask = done.completion_mask.bool()

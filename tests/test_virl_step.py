@@ -36,9 +36,9 @@ def examples(n: int = 4) -> list[Example]:
 
 
 @contextmanager
-def driven(model_path, sampler: RolloutSampler, **settings):
+def driven(model_path, sampler: RolloutSampler, lora: Lora | None = None, **settings):
     """A ViRLModule whose phases a test calls directly: model loaded, render pool started."""
-    module = ViRLModule(Backbone(model=str(model_path), dtype="float32", lora=Lora(dropout=0.0)), **settings)
+    module = ViRLModule(Backbone(model=str(model_path), dtype="float32", lora=lora or Lora(dropout=0.0)), **settings)
     module.configure_model()
     render = RenderRollouts(workers=1, timeout=10.0)
     render.setup(None, module, "fit")
