@@ -189,3 +189,27 @@ def test_prompt_ids_that_differ_from_vincis_stop_the_step_naming_the_row(tiny_mo
     rollouts.asleep = False
     with pytest.raises(ValueError, match=r"t:1 than vinci's processor \(\d+ tokens against \d+\).*sampler.engine: hf"):
         rollouts.sample(module, chunk, 1, 2, 0, True, 1.0, 1.0)
+
+
+def test_a_missing_environment_or_a_cpu_qlora_base_says_what_to_do(tmp_path):
+    from types import SimpleNamespace
+
+    from vinci.backbone import Backbone, Quantization
+    from vinci.engines.vllm_client import VLLMEngine
+    from vinci.engines.vllm_sampling import VLLMRollouts
+
+    with pytest.raises(FileNotFoundError, match="make vllm-env"):
+        VLLMEngine(VLLMSettings(python=str(tmp_path / "nowhere" / "python")), {}, tmp_path / "worker.log").start()
+    qlora = SimpleNamespace(backbone=Backbone(quantization=Quantization(load_in_4bit=True)))
+    with pytest.raises(ValueError, match="CUDA only"):
+        VLLMRollouts(VLLMSettings(), tmp_path).start(qlora, device_index=None)
+
+
+def test_adapters_vllm_cannot_apply_are_refused_by_name():
+    from peft import LoraConfig
+
+    from vinci.engines.policy import refusals
+
+    assert refusals(LoraConfig(r=8, target_modules=["q_proj"])) == []
+    found = refusals(LoraConfig(r=8, target_modules=["q_proj"], use_dora=True, bias="lora_only", rank_pattern={"q_proj": 4}))
+    assert any("DoRA" in f for f in found) and any("bias" in f for f in found) and any("rank_pattern" in f for f in found)

@@ -60,6 +60,13 @@ class VLLMRollouts:
 
     def start(self, module, device_index: Optional[int] = None) -> None:
         """Build the rollout base and start the worker on this rank's device."""
+        quant = module.backbone.quantization
+        if quant.load_in_4bit and device_index is None:
+            raise ValueError("sampler.engine vllm samples a QLoRA run from an NF4 base, and vLLM's bitsandbytes runs "
+                             "on CUDA only: on a CPU use sampler.engine: hf, or a base without 4-bit loading")
+        if quant.load_in_4bit and quant.quant_type != "nf4":
+            raise ValueError("sampler.engine vllm samples a QLoRA run from an NF4 base; this run's base is "
+                             f"{quant.quant_type}: set model.init_args.backbone.quantization.quant_type: nf4")
         model = module.model
         config = model.peft_config.get("default") if hasattr(model, "peft_config") else None
         if config is not None:
@@ -69,7 +76,6 @@ class VLLMRollouts:
                                  "use sampler.engine: hf, or train a plain LoRA")
         backbone = module.backbone
         base = policy.rollout_base(model, backbone.model, self.work_dir / "rollout_base") if config else policy.base_folder(backbone.model)
-        quant = backbone.quantization
         dtype = "float32" if backbone.dtype == "auto" and device_index is None else backbone.dtype
         worker = dict(
             model=str(base),
@@ -84,9 +90,6 @@ class VLLMRollouts:
             gpu_memory_utilization=self.settings.gpu_memory_utilization or free_share(device_index),
             enforce_eager=self.settings.enforce_eager,
         )
-        if quant.load_in_4bit and quant.quant_type != "nf4":
-            raise ValueError("sampler.engine vllm samples a QLoRA run from an NF4 base; this run's base is "
-                             f"{quant.quant_type}: set model.init_args.backbone.quantization.quant_type: nf4")
         self.engine = VLLMEngine(self.settings, worker, self.work_dir / "worker.log", device_index).start()
         self.asleep = False
         if worker["sleep"]:
