@@ -91,6 +91,9 @@ class RolloutSampler(L.Callback):
     def teardown(self, trainer, module, stage: str) -> None:
         self.close()
 
+    def on_exception(self, trainer, module, exception: BaseException) -> None:
+        self.close()  # Lightning skips teardown after an exception; the worker holds memory
+
     def close(self) -> None:
         if self.rollouts is not None:
             self.rollouts.close()
@@ -101,7 +104,7 @@ class RolloutSampler(L.Callback):
         if self.rollouts is None:
             from vinci.engines.vllm_sampling import VLLMRollouts
 
-            self.rollouts = VLLMRollouts.for_module(self.vllm, module)
+            self.rollouts = VLLMRollouts.for_module(self.vllm, module, self.max_new_tokens)
         return self.rollouts
 
     def rollout_done(self) -> None:

@@ -213,3 +213,21 @@ def test_adapters_vllm_cannot_apply_are_refused_by_name():
     assert refusals(LoraConfig(r=8, target_modules=["q_proj"])) == []
     found = refusals(LoraConfig(r=8, target_modules=["q_proj"], use_dora=True, bias="lora_only", rank_pattern={"q_proj": 4}))
     assert any("DoRA" in f for f in found) and any("bias" in f for f in found) and any("rank_pattern" in f for f in found)
+
+
+def test_engine_bounds_vllm_checks_at_start():
+    """vLLM refuses ranks outside its list and a KV cache that cannot hold one max_model_len
+    sequence (the model's own limit, 128k for Qwen2.5-VL, would not fit a few GiB)."""
+    from types import SimpleNamespace
+
+    from vinci.engines.vllm_sampling import PROMPT_BUDGET, lora_rank_bound, model_length
+
+    assert [lora_rank_bound(r) for r in (4, 8, 24, 64, 300)] == [8, 8, 32, 64, 320]
+    with pytest.raises(ValueError, match="sampler.engine: hf"):
+        lora_rank_bound(1024)
+    text = SimpleNamespace(max_position_embeddings=128000)
+    module = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(get_text_config=lambda: text)))
+    assert model_length(module, 2048, VLLMSettings()) == PROMPT_BUDGET + 2048
+    assert model_length(module, 2048, VLLMSettings(max_model_len=4096)) == 4096
+    text.max_position_embeddings = 4000
+    assert model_length(module, 2048, VLLMSettings()) == 4000

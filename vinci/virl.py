@@ -421,7 +421,7 @@ class ViRLModule(BackboneModule):
         result.update({k: v / steps for k, v in sums.items()})  # mean over optimizer steps
         if self.grad_norms:
             result["grad_norm"] = sum(self.grad_norms) / len(self.grad_norms)
-        if mismatch is not None:
+        if mismatch is not None and mismatch.tokens:  # no rows updated: nothing to report
             result.update(mismatch.as_dict())
         return result
 

@@ -75,8 +75,9 @@ class VLLMEngine:
                    VINCI_WORKER_SETTINGS=json.dumps(self.worker_settings))
         for name in ("PYTHONPATH", "VIRTUAL_ENV"):  # vinci's packages must not shadow vLLM's
             env.pop(name, None)
-        if self.device is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(self.device)
+        if self.device is not None:  # this rank's card, as the parent numbers it (SLURM may have renumbered)
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            env["CUDA_VISIBLE_DEVICES"] = visible.split(",")[self.device] if visible else str(self.device)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self.settings.kv_cache_gb))))  # CPU backend's KV cache, GiB
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
@@ -94,7 +95,11 @@ class VLLMEngine:
             self.close()
             raise WorkerError(f"the vLLM worker did not connect{self._why()}; its log: {self.log_path}")
         self.conn = accepted[0]
-        info = self._receive(self.settings.start_timeout, "loading the model")
+        try:
+            info = self._receive(self.settings.start_timeout, "loading the model")
+        except WorkerError:
+            self._stop()
+            raise
         self.start_seconds = time.perf_counter() - began
         self.version = info.get("vllm", "")
         return self
@@ -113,10 +118,8 @@ class VLLMEngine:
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                import signal
-
-                os.killpg(self.process.pid, signal.SIGKILL)  # the engine core is its child
-                self.process.wait()
+                pass
+            self._kill_group()  # the engine core and its workers are its children
             self.process = None
 
     def alive(self) -> bool:
@@ -142,7 +145,7 @@ class VLLMEngine:
             except (EOFError, OSError):
                 self._stop()
                 raise WorkerError(f"the vLLM worker died while {doing}{self._why()}; its log: {self.log_path}") from None
-            if self.process.poll() is not None:
+            if self.process.poll() is not None and not self.conn.poll(0):  # a last message (its traceback) first
                 self._stop()
                 raise WorkerError(f"the vLLM worker died while {doing}{self._why()}; its log: {self.log_path}")
             if time.monotonic() > deadline:
@@ -154,14 +157,21 @@ class VLLMEngine:
         return payload
 
     def _stop(self) -> None:
-        import signal
-
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            self._kill_group()
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+    def _kill_group(self) -> None:
+        """SIGKILL whatever is left of the worker's process group (it runs in a session of its own)."""
+        import signal
+
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
 
     def _why(self) -> str:
         code = None if self.process is None else self.process.poll()

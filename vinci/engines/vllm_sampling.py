@@ -12,6 +12,8 @@ kept, and the worker loads it as a new `LoRARequest`.
 
 from __future__ import annotations
 
+import gc
+import math
 import os
 import shutil
 import tempfile
@@ -31,12 +33,35 @@ KEEP_POLICIES = 2  # adapter folders kept on disk: the one in use and the one be
 
 def free_share(device_index: Optional[int]) -> Optional[float]:
     """On a card the trainer already holds, vLLM refuses to start unless the share of the card it
-    may use (gpu_memory_utilization, default 0.9) is free; its KV cache is set in bytes instead,
-    so the share is only that check's bound: what is free now, less a 256 MiB margin."""
+    may use (gpu_memory_utilization, default 0.9) is free, measured after its own CUDA context
+    exists; its KV cache is set in bytes instead, so the share is only that check's bound: what
+    is free now less 1.5 GiB, rounded down."""
     if device_index is None:
         return None
     free, total = torch.cuda.mem_get_info(device_index)
-    return max(0.05, round((free - 2**28) / total, 3))
+    return max(0.05, math.floor(1000 * (free - 1.5 * 2**30) / total) / 1000)
+
+
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+PROMPT_BUDGET = 8192  # prompt tokens the engine admits beside the answer, unless sampler.vllm.max_model_len says
+
+
+def lora_rank_bound(rank: int) -> int:
+    """vLLM's smallest accepted max_lora_rank that holds `rank`."""
+    for bound in LORA_RANKS:
+        if bound >= rank:
+            return bound
+    raise ValueError(f"LoRA rank {rank} is above vLLM's largest, {LORA_RANKS[-1]}: use sampler.engine: hf")
+
+
+def model_length(module, max_new_tokens: int, settings: VLLMSettings) -> int:
+    """max_model_len: vLLM checks at start that its KV cache holds one sequence this long, and the
+    model's own limit (128k for Qwen2.5-VL) would not fit a few GiB; prompt budget + answers does."""
+    if settings.max_model_len:
+        return settings.max_model_len
+    limit = getattr(module.model.config.get_text_config(), "max_position_embeddings", None)
+    wanted = PROMPT_BUDGET + max_new_tokens
+    return min(wanted, limit) if limit else wanted
 
 
 class VLLMRollouts:
@@ -49,16 +74,17 @@ class VLLMRollouts:
         self.folders: list[Path] = []
 
     @classmethod
-    def for_module(cls, settings: VLLMSettings, module) -> "VLLMRollouts":
+    def for_module(cls, settings: VLLMSettings, module, max_new_tokens: int) -> "VLLMRollouts":
         """A started worker for `module` (after configure_model), on its device, working in
         settings.work_dir or <trainer.default_root_dir>/vllm/rank<r>."""
         trainer = getattr(module, "_trainer", None)
         root = settings.work_dir or (os.path.join(trainer.default_root_dir, "vllm") if trainer else tempfile.mkdtemp(prefix="vinci-vllm-"))
         rollouts = cls(settings, os.path.join(root, f"rank{trainer.global_rank if trainer else 0}"))
-        rollouts.start(module, module.device.index if module.device.type == "cuda" else None)
+        device = (module.device.index or 0) if module.device.type == "cuda" else None
+        rollouts.start(module, device, max_new_tokens)
         return rollouts
 
-    def start(self, module, device_index: Optional[int] = None) -> None:
+    def start(self, module, device_index: Optional[int] = None, max_new_tokens: int = 1024) -> None:
         """Build the rollout base and start the worker on this rank's device."""
         quant = module.backbone.quantization
         if quant.load_in_4bit and device_index is None:
@@ -81,9 +107,9 @@ class VLLMRollouts:
             model=str(base),
             dtype="bfloat16" if dtype == "auto" else dtype,
             seed=int(torch.initial_seed() % (2**31)),
-            max_model_len=self.settings.max_model_len,
+            max_model_len=model_length(module, max_new_tokens, self.settings),
             kv_cache_bytes=int(self.settings.kv_cache_gb * 2**30) if device_index is not None else None,
-            lora_rank=int(config.r) if config else None,
+            lora_rank=lora_rank_bound(int(config.r)) if config else None,
             tower_lora=policy.has_vision_lora(model) if config else False,
             quantization="bitsandbytes" if quant.load_in_4bit else None,
             sleep=self.settings.sleep and device_index is not None,
@@ -135,6 +161,8 @@ class VLLMRollouts:
             raise RuntimeError("the vLLM worker is not started (RolloutSampler.setup starts it)")
         self.sync(module)
         if self.asleep:  # GPU: the weights come back, the KV cache is allocated again
+            gc.collect()
+            torch.cuda.empty_cache()  # what the update's peak left in the trainer's cache, for the worker
             self.engine.wake_up()
             self.asleep = False
         tokenizer = module.processor.tokenizer

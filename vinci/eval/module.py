@@ -193,7 +193,7 @@ class EvalModule(BackboneModule):
             from vinci.engines.vllm_sampling import VLLMRollouts
 
             if self.rollouts is None:
-                self.rollouts = VLLMRollouts.for_module(self.vllm, self)
+                self.rollouts = VLLMRollouts.for_module(self.vllm, self, self.generation["max_new_tokens"])
             g = self.generation
             return self.rollouts.sample(self, batch, 1, g["max_new_tokens"], 0, g["do_sample"], g["temperature"], g["top_p"]).texts
         return sample(self.model, self.processor, batch.inputs, num_samples=1, **self.generation).texts
