@@ -57,8 +57,6 @@ class VLLMEngine:
         self.device = device
         self.process: Optional[subprocess.Popen] = None
         self.conn = None
-        self.start_seconds = 0.0
-        self.version = ""
 
     # ---- life cycle ------------------------------------------------------------------------
     def start(self) -> "VLLMEngine":
@@ -68,7 +66,6 @@ class VLLMEngine:
                 f"sampler.engine is vllm, but there is no vLLM environment at {python} "
                 f"(sampler.vllm.python): make it with `{SETUP_COMMAND}`, or set sampler.engine: hf"
             )
-        began = time.perf_counter()
         key = secrets.token_bytes(32)
         listener = Listener(("127.0.0.1", 0), authkey=key)
         env = dict(os.environ, VINCI_WORKER_ADDRESS="%s:%d" % listener.address, VINCI_WORKER_KEY=key.hex(),
@@ -96,12 +93,10 @@ class VLLMEngine:
             raise WorkerError(f"the vLLM worker did not connect{self._why()}; its log: {self.log_path}")
         self.conn = accepted[0]
         try:
-            info = self._receive(self.settings.start_timeout, "loading the model")
+            self._receive(self.settings.start_timeout, "loading the model")
         except WorkerError:
             self._stop()
             raise
-        self.start_seconds = time.perf_counter() - began
-        self.version = info.get("vllm", "")
         return self
 
     def close(self) -> None:

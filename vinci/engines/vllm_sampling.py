@@ -126,10 +126,6 @@ class VLLMRollouts:
             self.engine.close()
             self.engine = None
 
-    @property
-    def start_seconds(self) -> float:
-        return self.engine.start_seconds if self.engine else 0.0
-
     def sleep(self) -> None:
         """GPU: give the card back to the trainer (weights to host memory, KV cache freed)."""
         if self.engine is not None and self.engine.worker_settings.get("sleep") and not self.asleep:

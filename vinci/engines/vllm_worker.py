@@ -111,7 +111,7 @@ def main() -> int:
     import vllm
 
     conn.send(("ok", {"seconds": time.perf_counter() - started, "vllm": vllm.__version__}))
-    handlers = {"generate": generate, "sleep": sleep, "wake_up": wake_up, "reset_mm_cache": lambda llm: llm.reset_mm_cache()}
+    handlers = {"generate": generate, "sleep": sleep, "wake_up": wake_up}
     while True:
         try:
             command, kwargs = conn.recv()
