@@ -21,7 +21,6 @@ import io
 import json
 import os
 import sys
-import time
 import traceback
 from multiprocessing.connection import Client
 
@@ -102,15 +101,12 @@ def main() -> int:
     key = bytes.fromhex(os.environ["VINCI_WORKER_KEY"])
     settings = json.loads(os.environ["VINCI_WORKER_SETTINGS"])
     conn = Client((host, int(port)), authkey=key)
-    started = time.perf_counter()
     try:
         llm = build(settings)
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return 1
-    import vllm
-
-    conn.send(("ok", {"seconds": time.perf_counter() - started, "vllm": vllm.__version__}))
+    conn.send(("ok", None))  # loaded: ready for requests
     handlers = {"generate": generate, "sleep": sleep, "wake_up": wake_up}
     while True:
         try:
