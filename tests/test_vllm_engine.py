@@ -32,8 +32,8 @@ def require_vllm() -> None:
         pytest.skip(message)
 
 
-def settings(tmp_path) -> VLLMSettings:
-    return VLLMSettings(python=str(PYTHON), kv_cache_gb=1, work_dir=str(tmp_path), start_timeout=600, call_timeout=600)
+def settings(tmp_path, **more) -> VLLMSettings:
+    return VLLMSettings(python=str(PYTHON), kv_cache_gb=1, work_dir=str(tmp_path), start_timeout=600, call_timeout=600, **more)
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +127,14 @@ def test_a_killed_worker_gives_an_error_naming_its_log_and_a_new_one_starts(modu
 
 def test_evaluation_answers_with_the_same_engine(tiny_model, tmp_path):
     """`vinci test/predict --model.engine vllm`: EvalModule's greedy answers come from the
-    worker and equal `generate`'s."""
+    worker and equal `generate`'s. With vLLM's own process layout (engine core and model runner
+    in processes of their own), which every other test here leaves off for a faster start."""
     require_vllm()
     from vinci.backbone import Backbone
     from vinci.eval.module import EvalModule
 
-    evaluate = EvalModule(Backbone(model=str(tiny_model), dtype="float32"), max_new_tokens=12, engine="vllm", vllm=settings(tmp_path))
+    evaluate = EvalModule(Backbone(model=str(tiny_model), dtype="float32"), max_new_tokens=12, engine="vllm",
+                          vllm=settings(tmp_path, multiprocessing=True))
     evaluate.configure_model()
     batch = RLCollator(evaluate.processor)(examples(3))
     try:
@@ -140,6 +142,8 @@ def test_evaluation_answers_with_the_same_engine(tiny_model, tmp_path):
     finally:
         evaluate.teardown("test")
     assert evaluate.rollouts is None  # the worker is stopped with the run
+    log = (tmp_path / "rank0" / "worker.log").read_text()
+    assert "EngineCore pid=" in log  # the engine core ran in a process of its own
     evaluate.engine = "hf"
     assert answers == evaluate.answer(batch) and len(answers) == 3
 
