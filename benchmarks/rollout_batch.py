@@ -35,7 +35,8 @@ log-probs, update), so its tensors are counted and its time is not used. Columns
 - on a GPU also **cuda alloc / reserved MiB**: `torch.cuda.max_memory_allocated` /
   `max_memory_reserved` over the measured step (no tracker there: the device's own counters).
 - **s/step**, **sample s**, **update s**, **score s**, **render s**, **exposed s**: means over
-  the timed steps of the rollout's phase seconds, which the RewardLogger logs as `time/*_s`;
+  the timed steps of the rollout's phase seconds, which the RewardLogger logs as `time/*_s` (score on
+  the scorer's thread, beside sampling);
   render is first submit to last result, exposed (`time/render_exposed_s`) is the wait for
   renders after the last chunk was sampled (and after the reference pass); **exposed %** is
   exposed / render over the timed steps. **reference s** is the KL term's reference pass, timed

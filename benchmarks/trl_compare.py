@@ -48,7 +48,8 @@ update memory is measured. The steps after it are timed, with nothing instrument
   sampling, reward and update together.
 - **s/step**: mean wall time of the timed steps, sampling to optimizer step; `sample` and
   `update` are its two model phases; **reward s** is the time the trainer waited on renders
-  and scored them (vinci: `render_exposed` + `score`, TRL: its reward function); the rest is
+  and scored them (vinci: `render_exposed` + `score_exposed`, what its scorer thread had left
+  after sampling; TRL: its reward function); the rest is
   glue. **CPU s/step** is
   the trainer process's CPU time over the same steps: the work done, which other load on a
   shared machine does not inflate (render workers are other processes and not in it).
@@ -250,7 +251,7 @@ class VinciProbe(L.Callback):
         seconds = rollout.seconds
         self.probe.current.update(sample=seconds["sample"], render=seconds.get("render", 0.0),
                                   render_exposed=seconds.get("render_exposed", 0.0),
-                                  reward_seconds=seconds.get("score", 0.0))
+                                  reward_seconds=seconds.get("score_exposed", 0.0))  # scoring the step waited for
         self.probe.step_ends(
             rows=int(lengths.numel()), tokens=(int(lengths.min()), int(lengths.max())),
             prompt_tokens=int(prompts.max()), reward=float(rollout.rewards.overall.mean()),

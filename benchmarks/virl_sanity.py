@@ -28,10 +28,8 @@ def shorter_is_better(score):
     that of a real step), then replaces the rewards: 1 - completion length / 256 ([N])."""
     from vinci.reward.format import composite_reward
 
-    def scored(self, rollout, wait, metric=None):
-        parts = score(self, rollout, wait, metric)
-        if parts is None or rollout.completion_mask is None:  # still sampling: the step asks again
-            return parts
+    def scored(self, rollout):
+        score(self, rollout)
         lengths = rollout.completion_mask.sum(dim=1).float()  # [N]
         n = len(lengths)
         rollout.rewards = composite_reward((1 - lengths / 256).clamp(0, 1), torch.ones(n), torch.ones(n, dtype=torch.bool),

@@ -2,8 +2,9 @@
 
 Every step: reward mean/std (overall, visual, format), render rate per language, the share of
 distinct programs (repeats render once), response length, seconds per phase (sample, render,
-score, update, reference with a KL term, and render_exposed: the wait for renders left after the
-last chunk was sampled and the reference pass ran). (The step itself
+score on the scorer's thread, update, reference with a KL term, render_exposed: the wait for
+renders left after the last chunk was sampled and the reference pass ran, and score_exposed:
+the wait for the scoring after them). (The step itself
 logs KL, clip fractions, entropy and frac_reward_zero_std.) Every `every_n_steps`: an image
 grid of reference | best | worst render per prompt, with their rewards, and the sampled code
 of the best and worst as text.

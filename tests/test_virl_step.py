@@ -3,6 +3,9 @@ start per chunk, host-memory rollouts, the rollout-batch token mean, clipping af
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import Future
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -18,6 +21,8 @@ from vinci.backbone import Backbone, Lora
 from vinci.data.collate import RLCollator
 from vinci.data.rows import Example
 from vinci.generation import sample
+from vinci.reward import programs
+from vinci.reward.metric import PatchSimilarity
 from vinci.virl import ViRLModule
 
 SVG = "<image>Write the svg code that draws this image."
@@ -79,7 +84,7 @@ def test_greedy_answers_do_not_depend_on_the_chunk_size(module):
     for size in (None, 1, 3):
         with_sampler(module, prompts_per_generation=size)
         rollout = module.sample(batch, greedy=True)
-        module.score(rollout, wait=True)
+        module.score(rollout)
         answers[size] = (rollout.texts, rollout.completion_mask.sum(dim=1).tolist())
     assert answers[1] == answers[None] == answers[3]
 
@@ -97,10 +102,73 @@ def test_each_chunk_goes_to_the_renderers_before_the_next_is_sampled(module):
     finally:
         del sampler.sample_chunk, render.submit
     assert calls == [("sample", 1), ("render", 2)] * 4
-    parts = module.score(rollout, wait=True)
+    parts = module.score(rollout)
     assert parts.overall.shape == (8,) and len(rollout.renders) == len(rollout.codes) == 8
     assert not rollout.pending and rollout.seconds["render_exposed"] >= 0.0
     assert rollout.seconds["render"] >= rollout.seconds["render_exposed"]
+
+
+def svg_answer(width: int) -> str:
+    return (f"```svg\n<svg xmlns='http://www.w3.org/2000/svg' width='64' height='64'>"
+            f"<rect width='{width}' height='64' fill='#1e78c8'/></svg>\n```")
+
+
+def test_chunks_are_scored_on_their_own_thread_while_later_chunks_sample(module, monkeypatch):
+    """The reward encoder does not wait for the last chunk, nor does sampling wait for it: chunk
+    k is scored on the scorer's thread while chunk k + 1 samples, and the rewards are those of
+    scoring every row at the end."""
+    batch = RLCollator(module.processor)(examples())
+    with_sampler(module, prompts_per_generation=1)
+    sampler, render = module.pipeline.sampler, module.pipeline.render
+    render.submit([svg_answer(10)], ["svg"]).wait()  # the svg worker is up, as after a first step
+    events = []
+    real_sample, real_score = sampler.sample_chunk, module.visual.score
+
+    def slower_sample(m, chunk):  # a bigger model: each chunk samples for 0.5 s more
+        done = real_sample(m, chunk)
+        time.sleep(0.5)
+        done.texts = [svg_answer(12 * (len(events) + i + 1)) for i in range(len(done.texts))]  # renders that differ
+        events.append(("sampled", threading.current_thread().name, time.perf_counter()))
+        return done
+
+    def score(*args, **kwargs):
+        events.append(("scored", threading.current_thread().name, time.perf_counter()))
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(sampler, "sample_chunk", slower_sample)
+    monkeypatch.setattr(module.visual, "score", score)
+    rollout = module.sample(batch)
+    parts = module.score(rollout)
+    sampled = [e for e in events if e[0] == "sampled"]
+    scored = [e for e in events if e[0] == "scored"]
+    assert len(sampled) == len(scored) == 4
+    assert all(name.startswith("vinci-score") for _, name, _ in scored)
+    assert scored[0][2] < sampled[-1][2]  # the first chunk was scored before the last one was sampled
+    assert all(r.ok for r in rollout.renders) and parts.visual.min() > 0
+    direct = programs.reward(rollout.texts, rollout.languages, rollout.references, rollout.renders, PatchSimilarity(),
+                             module.format_weight)
+    torch.testing.assert_close(parts.overall, direct.overall)
+    seconds = rollout.seconds
+    assert seconds["score"] > 0 and seconds["render_exposed"] >= 0 and seconds["score_exposed"] >= 0
+
+
+def test_a_broken_render_pool_stops_the_step_when_it_scores(module, monkeypatch):
+    """A pool that breaks is never a bad answer with reward 0: its error reaches the step."""
+    batch = RLCollator(module.processor)(examples(2))
+    with_sampler(module, prompts_per_generation=1)
+    render = module.pipeline.render
+    real_submit = render.submit
+
+    def broken(texts, languages):
+        renders = real_submit(texts, languages)
+        renders.future = Future()
+        renders.future.set_exception(RuntimeError("the render pool broke"))
+        return renders
+
+    monkeypatch.setattr(render, "submit", broken)
+    rollout = module.sample(batch)
+    with pytest.raises(RuntimeError, match="the render pool broke"):
+        module.score(rollout)
 
 
 def test_the_rollout_batch_stays_in_host_memory(module):
@@ -145,7 +213,7 @@ def test_the_gradient_does_not_depend_on_the_micro_batch_size(module, agg):
     with_sampler(module, prompts_per_generation=None)
     torch.manual_seed(3)
     rollout = module.sample(batch)
-    module.score(rollout, wait=True)
+    module.score(rollout)
     # answers end at different lengths, as if they had sampled EOS there: rows of one length
     # would hide a mean taken per micro-batch
     ends = torch.tensor([12, 3, 7, 1, 9, 5])  # [N]
@@ -167,7 +235,7 @@ def test_validation_logs_on_the_modules_device(module, monkeypatch):
                         format=torch.tensor([1.0, 1.0]), rendered=torch.tensor([True, True]))
     logged = {}
     monkeypatch.setattr(module, "sample", lambda batch, greedy=False: SimpleNamespace(num_prompts=2))
-    monkeypatch.setattr(module, "score", lambda rollout, wait, metric=None: parts)
+    monkeypatch.setattr(module, "score", lambda rollout: parts)
     monkeypatch.setattr(module, "log", lambda name, value, **kw: logged.__setitem__(name, (value, kw)))
     monkeypatch.setattr(module, "_device", torch.device("meta"))
     module.validation_step(None, 0)
@@ -185,7 +253,7 @@ def test_the_hf_sampler_log_probs_match_the_update(module):
     try:
         torch.manual_seed(5)
         rollout = module.sample(batch)
-        module.score(rollout, wait=True)
+        module.score(rollout)
         assert rollout.sampler_logp.shape == rollout.completion_ids.shape
         stats = {}
         update_gradients(module, rollout, 2, "token-mean", stats)
@@ -200,7 +268,7 @@ def test_importance_weights_scale_the_gradient_and_at_one_leave_it_exactly(modul
     with_sampler(module, prompts_per_generation=None)
     torch.manual_seed(11)
     rollout = module.sample(batch)
-    module.score(rollout, wait=True)
+    module.score(rollout)
     module.micro_batch_size = 2
     old = module.policy_logp(rollout)  # [N, L] what the update's first pass computes, micro-batch for micro-batch
     plain = update_gradients(module, rollout, 2, "token-mean")

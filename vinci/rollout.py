@@ -3,8 +3,9 @@
 One typed object that the step's phases fill in turn (vinci.virl.ViRLModule.training_step):
 
     sample          completion ids, masks and texts, chunk by chunk      -> [N, L], [N]
-    submit_renders  each chunk's programs, sent to the pool at once      -> pending
-    score           rewards, as the renders of each chunk come back      -> RewardParts [N]
+    submit_renders  each chunk's programs, sent to the pool at once, and their
+                    scoring queued on the scorer's thread                -> pending
+    score           waits for every chunk's rewards                      -> RewardParts [N]
     advantages, update read it; the reward logger gets it from the step's outputs.
 
 Rows are prompt-major: row n belongs to prompt n // G, so `.view(B, G)` regroups any [N] tensor.
@@ -15,6 +16,7 @@ and moves only that to the device, so device memory does not grow with the rollo
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -23,7 +25,7 @@ import torch
 from vinci.data.collate import RLBatch
 from vinci.inputs import rows_of, trim_left_padding, with_completion
 from vinci.reward.format import RewardParts
-from vinci.reward.programs import ProgramRenders
+from vinci.reward.programs import ProgramRenders, Scorer
 
 
 def prompt_chunk(batch: RLBatch, start: int, stop: int) -> RLBatch:
@@ -50,15 +52,14 @@ class Rollout:
     completion_mask: Optional[torch.Tensor] = None  # [N, L] host, 1 up to and including EOS
     sampler_logp: Optional[torch.Tensor] = None  # [N, L] host, the sampler's log-prob of each token (None: greedy)
     texts: list[str] = field(default_factory=list)  # [N] decoded answers, filled chunk by chunk
-    pending: list[tuple[int, ProgramRenders]] = field(default_factory=list)  # (first row, renders) not yet scored
+    scorer: Optional[Scorer] = None  # scores each chunk on its own thread as its renders come back
+    pending: list[tuple[int, ProgramRenders, Future]] = field(default_factory=list)  # (first row, renders, -> Scored) per chunk
     renders: list = field(default_factory=list)  # [N] RenderResult, in row order once scored
     codes: list[Optional[str]] = field(default_factory=list)  # [N] extracted code, None without a fenced block
     render_jobs: int = 0  # distinct programs sent to the renderers (repeats render once)
-    scored: list[RewardParts] = field(default_factory=list)  # per chunk, in row order
     rewards: Optional[RewardParts] = None  # [N] each part, once every chunk is scored
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
     render_started: Optional[float] = None  # perf_counter of the first submit
-    render_ended: float = 0.0  # perf_counter of the last result scored
 
     @property
     def num_prompts(self) -> int:

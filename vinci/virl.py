@@ -5,10 +5,10 @@ One optimizer update per rollout batch of B prompts (`data.batch_size`), in five
 
     sample          G answers per prompt, `sampler.prompts_per_generation` prompts per
                     generate call (that chunk sets the KV cache)           -> Rollout [N = B*G]
-    submit_renders  each chunk's programs go to the render pool as soon as it is sampled,
-                    and the reward encoder scores the renders that came back while later
-                    chunks sample
-    score           waits for the last renders: reward = 0.9 visual + 0.1 format  -> [N]
+    submit_renders  each chunk's programs go to the render pool as soon as it is sampled;
+                    a scorer thread runs the reward encoder on them as they come back, while
+                    later chunks sample
+    score           waits for the last chunks: reward = 0.9 visual + 0.1 format  -> [N]
     advantages      group-normalised over every rank's groups                     -> [N]
     update          ppo_epochs x mini_batches optimizer steps, each over micro-batches of the
                     clipped loss (+ optional KL), normalised by the tokens (or sequences) of
@@ -44,6 +44,7 @@ from vinci.logprobs import DEFAULT_CHUNK, sequence_logp
 from vinci.mismatch import SamplerMismatch
 from vinci.module import BackboneModule
 from vinci.reward import programs
+from vinci.reward.format import RewardParts
 from vinci.reward.metric import PatchSimilarity
 from vinci.rollout import Rollout, join_completions, prompt_chunk
 
@@ -217,7 +218,7 @@ class ViRLModule(BackboneModule):
         with vision_reuse.reuse_image_features(self.model, enabled=self.vision_once):
             rollout = self.sample(batch)  # also submits each chunk's renders and scores those back
             ref_logp = self.reference_logp(rollout) if self.kl_coef > 0 else None  # [N, L] host, while renders finish
-            rewards = self.score(rollout, wait=True)  # [N] each part
+            rewards = self.score(rollout)  # [N] each part
             advantages, rows, group_stats = self.advantages(rewards, rollout.num_prompts, rollout.group_size)  # [N]
             started = time.perf_counter()
             stats = self.update(rollout, rows, advantages, ref_logp)
@@ -235,7 +236,7 @@ class ViRLModule(BackboneModule):
         training; logs val/ means (trainer val_check_interval sets how often, limit_val_batches
         how many prompts)."""
         rollout = self.sample(batch, greedy=True)
-        parts = self.score(rollout, wait=True, metric=self.val_visual)
+        parts = self.score(rollout)
         B = rollout.num_prompts
         for name, value in (("reward", parts.overall), ("format", parts.format), ("render", parts.rendered)):
             # on the module's device: NCCL cannot reduce a host tensor (sync_dist)
@@ -246,20 +247,26 @@ class ViRLModule(BackboneModule):
     # ---- 1. sample ------------------------------------------------------------------------
     def sample(self, batch: RLBatch, greedy: bool = False) -> Rollout:
         """G answers per prompt (one greedy answer with `greedy`), chunk by chunk; each chunk's
-        programs go to the render pool at once, and renders already back are scored."""
+        programs go to the render pool at once, and are scored on the scorer's thread as they
+        come back while later chunks sample."""
         sampler = self.pipeline.sampler
-        rollout = Rollout(batch=batch, group_size=1 if greedy else sampler.num_samples)
-        rollout.seconds.update(sample=0.0, score=0.0, render_exposed=0.0)
+        metric = self.val_visual if greedy else self.visual
+        rollout = Rollout(batch=batch, group_size=1 if greedy else sampler.num_samples,
+                          scorer=programs.Scorer(metric, self.format_weight))
+        rollout.seconds.update(sample=0.0)
         chunks = []
-        for start, stop in sampler.chunks(len(batch.images)):
-            began = time.perf_counter()
-            chunk = prompt_chunk(batch, start, stop)
-            done = sampler.answer(self, chunk) if greedy else sampler.sample_chunk(self, chunk)  # host tensors
-            rollout.seconds["sample"] += time.perf_counter() - began
-            chunks.append((done.completion_ids, done.completion_mask, done.logp))  # [n, L_chunk] each
-            rollout.texts += done.texts
-            self.submit_renders(rollout, start * rollout.group_size, done.texts)
-            self.score(rollout, wait=False, metric=self.val_visual if greedy else None)
+        try:
+            for start, stop in sampler.chunks(len(batch.images)):
+                began = time.perf_counter()
+                chunk = prompt_chunk(batch, start, stop)
+                done = sampler.answer(self, chunk) if greedy else sampler.sample_chunk(self, chunk)  # host tensors
+                rollout.seconds["sample"] += time.perf_counter() - began
+                chunks.append((done.completion_ids, done.completion_mask, done.logp))  # [n, L_chunk] each
+                rollout.texts += done.texts
+                self.submit_renders(rollout, start * rollout.group_size, done.texts)
+        except BaseException:
+            rollout.scorer.close()
+            raise
         sampler.rollout_done()  # a GPU vLLM worker sleeps while the trainer scores and updates
         rollout.completion_ids, rollout.completion_mask, rollout.sampler_logp = join_completions(
             chunks, self.processor.tokenizer.pad_token_id)
@@ -267,42 +274,41 @@ class ViRLModule(BackboneModule):
 
     # ---- 2. submit renders ----------------------------------------------------------------
     def submit_renders(self, rollout: Rollout, first_row: int, texts: list[str]) -> None:
-        """Send rows [first_row, first_row + len(texts)) to the render pool without waiting."""
-        languages = rollout.languages[first_row : first_row + len(texts)]
-        renders = self.pipeline.render.submit(texts, languages)
-        rollout.pending.append((first_row, renders))
+        """Send rows [first_row, first_row + len(texts)) to the render pool, and queue their
+        scoring for when the renders are back, without waiting for either."""
+        rows = slice(first_row, first_row + len(texts))
+        renders = self.pipeline.render.submit(texts, rollout.languages[rows])
+        scored = rollout.scorer.submit(texts, rollout.languages[rows], rollout.references[rows], renders)
+        rollout.pending.append((first_row, renders, scored))
         if rollout.render_started is None:
             rollout.render_started = renders.submitted
         rollout.render_jobs += len(renders.jobs)
 
     # ---- 3. score -------------------------------------------------------------------------
-    def score(self, rollout: Rollout, wait: bool, metric: Optional[PatchSimilarity] = None):
-        """Score submitted chunks in row order: those whose renders are back, or, with `wait`,
-        all of them. Returns the rollout's RewardParts ([N] each) once every row is scored.
-        The seconds spent waiting here are `render_exposed`: rendering that sampling did not hide."""
-        metric = self.visual if metric is None else metric
-        while rollout.pending:
-            first, renders = rollout.pending[0]
-            if not (wait or renders.done()):
-                break
-            began = time.perf_counter()
-            results = renders.wait()  # [n] RenderResult
-            scoring = time.perf_counter()
-            rollout.seconds["render_exposed"] += scoring - began
-            rows = slice(first, first + len(results))
-            parts = programs.reward(rollout.texts[rows], rollout.languages[rows], rollout.references[rows],
-                                    results, metric, self.format_weight)  # [n] each
-            rollout.seconds["score"] += time.perf_counter() - scoring
-            rollout.scored.append(parts)
-            rollout.renders += results
-            rollout.codes += renders.codes
-            rollout.pending.pop(0)
-            rollout.render_ended = max(rollout.render_ended, renders.finished or scoring)
-        if rollout.pending or len(rollout.renders) < rollout.num_prompts * rollout.group_size:
-            return None  # rows still rendering, or not sampled yet
-        if rollout.rewards is None:
-            rollout.rewards = programs.cat_parts(rollout.scored)  # [N] each
-            rollout.seconds["render"] = rollout.render_ended - rollout.render_started  # first submit -> last result
+    def score(self, rollout: Rollout) -> RewardParts:
+        """The rollout's RewardParts ([N] each), once every chunk is scored.
+
+        The scorer's thread has scored the chunks whose renders came back while later ones
+        sampled; the wait here is what sampling did not hide: `render_exposed` until the last
+        render is back, `score_exposed` for the scoring after it. `score` is the scorer's own time.
+        """
+        if rollout.rewards is not None:
+            return rollout.rewards
+        began = time.perf_counter()
+        try:
+            done = [scored.result() for _, _, scored in rollout.pending]  # [chunks] Scored, row order
+        finally:
+            rollout.scorer.close()
+        ended = time.perf_counter()
+        rendered = max([d.rendered for d in done], default=began)
+        rollout.seconds["render_exposed"] = max(0.0, min(rendered, ended) - began)
+        rollout.seconds["score_exposed"] = ended - began - rollout.seconds["render_exposed"]
+        rollout.seconds["score"] = sum(d.seconds for d in done)
+        rollout.seconds["render"] = rendered - rollout.render_started if done else 0.0  # first submit -> last result
+        rollout.renders = [result for d in done for result in d.results]  # [N]
+        rollout.codes = [code for _, renders, _ in rollout.pending for code in renders.codes]  # [N]
+        rollout.pending = []
+        rollout.rewards = programs.cat_parts([d.parts for d in done])  # [N] each
         return rollout.rewards
 
     # ---- 4. advantages --------------------------------------------------------------------

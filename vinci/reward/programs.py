@@ -9,13 +9,16 @@
 `submit` returns at once with a `ProgramRenders` whose `.wait()` gives the [N] results, so the
 caller samples or scores something else while the pool works. `reward` is the composite
 reward of VinciCoder's ViRL stage, computed by the caller's `PatchSimilarity` child (so it runs on
-the module's device and is accumulated into that metric).
+the module's device and is accumulated into that metric). A `Scorer` runs `reward` on a thread of
+its own, each batch of answers as soon as its renders are back, so the caller's thread goes on
+sampling while the reward encoder works.
 """
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -100,3 +103,42 @@ def reward(
 def cat_parts(parts: Sequence[RewardParts]) -> RewardParts:
     """Row-wise concatenation of reward parts scored in pieces."""
     return RewardParts(*(torch.cat([getattr(p, name) for p in parts]) for name in ("overall", "visual", "format", "rendered")))
+
+
+@dataclass
+class Scored:
+    """One batch of answers scored by a `Scorer`."""
+
+    parts: RewardParts  # [n] each
+    results: list[RenderResult]  # [n] the renders, one per answer
+    rendered: float  # perf_counter when its last render was back
+    seconds: float  # spent scoring it, on the scorer's thread
+
+
+class Scorer:
+    """`reward` on one background thread: each submitted batch is scored as soon as its renders
+    are back, in the order submitted, and accumulated into `metric`, which nothing else touches
+    until `close`. A broken render pool's error comes out of the batch's future."""
+
+    def __init__(self, visual_metric, format_weight: float = 0.1):
+        self.metric = visual_metric
+        self.format_weight = format_weight
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="vinci-score")
+
+    def submit(self, texts: Sequence[str], languages: Sequence[str], references: Sequence,
+               renders: ProgramRenders) -> "Future[Scored]":
+        return self._thread.submit(self._score, list(texts), list(languages), list(references), renders)
+
+    def _score(self, texts, languages, references, renders: ProgramRenders) -> Scored:
+        results = renders.wait()  # [n]
+        rendered = renders.finished or time.perf_counter()
+        began = time.perf_counter()
+        device = self.metric.device
+        # a thread starts on CUDA device 0, whatever device the trainer's rank set for its own
+        with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
+            parts = reward(texts, languages, references, results, self.metric, self.format_weight)  # [n] each
+        return Scored(parts, results, rendered, time.perf_counter() - began)
+
+    def close(self) -> None:
+        """Stop the thread; batches not started are dropped (a step that failed needs none)."""
+        self._thread.shutdown(wait=False, cancel_futures=True)
