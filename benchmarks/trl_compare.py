@@ -58,7 +58,8 @@ What is not the same, because it is how each works rather than a setting: on a C
 fused head scores every position, prompt included (it scores completion positions only on
 GPUs with Triton), vinci only completion positions; TRL has no dual-clip (vinci's 3.0 cannot
 bind on one on-policy update, where every ratio is 1); advantage eps is 1e-6 in vinci, 1e-4
-in TRL. Without `--plant`, a random-weight policy writes no fenced block, so both rewards are 0
+in TRL; vinci runs the frozen vision tower once per prompt image in a step (`reuse_vision`, as the
+GPU recipes do), TRL once per row in its loss forward. Without `--plant`, a random-weight policy writes no fenced block, so both rewards are 0
 and no program reaches the renderer; the update still runs its full forward and backward on
 both sides.
 vinci's head memory does not grow with the micro-batch (a few [64, V] chunks); TRL's does
@@ -279,7 +280,8 @@ def vinci_config(work: Work) -> dict:
                             gradient_checkpointing=work.gradient_checkpointing,
                             lora=dict(r=16, alpha=32, dropout=0.0))
     init.update(kl_coef=0.0, ppo_epochs=1, micro_batch_size=work.micro_batch, loss_agg="token-mean",
-                warmup_ratio=0.0, min_lr_ratio=1.0)  # constant rate, as TRL's "constant"
+                warmup_ratio=0.0, min_lr_ratio=1.0,  # constant rate, as TRL's "constant"
+                reuse_vision=True)  # the tower is frozen here, as in the GPU recipes (virl.yaml's tiny default trains it)
     config["data"]["batch_size"] = work.prompts
     config["data"]["synthetic"].update(dir=work.corpus or str(out / "synth"), n_train=max(2, work.prompts),
                                        n_val=1, n_test=1, languages=list(work.languages))
