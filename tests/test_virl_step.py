@@ -4,7 +4,6 @@ start per chunk, host-memory rollouts, the rollout-batch token mean, clipping af
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import Future
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -114,36 +113,36 @@ def svg_answer(width: int) -> str:
 
 
 def test_chunks_are_scored_on_their_own_thread_while_later_chunks_sample(module, monkeypatch):
-    """The reward encoder does not wait for the last chunk, nor does sampling wait for it: chunk
-    k is scored on the scorer's thread while chunk k + 1 samples, and the rewards are those of
-    scoring every row at the end."""
+    """The reward encoder does not wait for the last chunk, nor does sampling wait for it: the
+    last chunk samples only once an earlier one has been scored, which can only happen on
+    another thread; the rewards are those of scoring every row at the end."""
     batch = RLCollator(module.processor)(examples())
     with_sampler(module, prompts_per_generation=1)
-    sampler, render = module.pipeline.sampler, module.pipeline.render
-    render.submit([svg_answer(10)], ["svg"]).wait()  # the svg worker is up, as after a first step
-    events = []
+    sampler = module.pipeline.sampler
+    threads, sampled = [], []
+    scored_one = threading.Event()
     real_sample, real_score = sampler.sample_chunk, module.visual.score
 
-    def slower_sample(m, chunk):  # a bigger model: each chunk samples for 0.5 s more
+    def sample_after_a_score(m, chunk):
+        if len(sampled) == 3:  # the last chunk: sampled while an earlier chunk is scored
+            assert scored_one.wait(60), "no chunk was scored while later chunks sampled"
         done = real_sample(m, chunk)
-        time.sleep(0.5)
-        done.texts = [svg_answer(12 * (len(events) + i + 1)) for i in range(len(done.texts))]  # renders that differ
-        events.append(("sampled", threading.current_thread().name, time.perf_counter()))
+        done.texts = [svg_answer(12 * (len(sampled) + i + 1)) for i in range(len(done.texts))]  # renders that differ
+        sampled.append(chunk)
         return done
 
     def score(*args, **kwargs):
-        events.append(("scored", threading.current_thread().name, time.perf_counter()))
-        return real_score(*args, **kwargs)
+        threads.append(threading.current_thread().name)
+        try:
+            return real_score(*args, **kwargs)
+        finally:
+            scored_one.set()
 
-    monkeypatch.setattr(sampler, "sample_chunk", slower_sample)
+    monkeypatch.setattr(sampler, "sample_chunk", sample_after_a_score)
     monkeypatch.setattr(module.visual, "score", score)
     rollout = module.sample(batch)
     parts = module.score(rollout)
-    sampled = [e for e in events if e[0] == "sampled"]
-    scored = [e for e in events if e[0] == "scored"]
-    assert len(sampled) == len(scored) == 4
-    assert all(name.startswith("vinci-score") for _, name, _ in scored)
-    assert scored[0][2] < sampled[-1][2]  # the first chunk was scored before the last one was sampled
+    assert len(threads) == 4 and all(name.startswith("vinci-score") for name in threads)
     assert all(r.ok for r in rollout.renders) and parts.visual.min() > 0
     direct = programs.reward(rollout.texts, rollout.languages, rollout.references, rollout.renders, PatchSimilarity(),
                              module.format_weight)
