@@ -33,7 +33,7 @@ demo: virl
 	$(PY) -m benchmarks.heldout --adapters sft=runs/sft/adapter virl=runs/virl/adapter
 
 test: setup vllm-env
-	$(PY) -m pytest tests -q -p no:cacheprovider --timeout 900 --durations 40 -n 2 --dist loadfile
+	$(PY) -m pytest tests -q -p no:cacheprovider --timeout 900 --durations 40
 
 clean:
 	rm -rf runs artifacts lightning_logs
